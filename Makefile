@@ -1,0 +1,35 @@
+# Everything goes through uv: `make run` and `make test` work on a fresh clone.
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+$(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip install uv))
+endif
+MANAGE := uv run --locked python manage.py
+
+.PHONY: install run test superuser lint format
+
+install:
+	uv sync --locked
+
+# A development .env with a freshly generated SECRET_KEY, made once.
+.env:
+	@key=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))'); \
+	sed "s/^SECRET_KEY=.*/SECRET_KEY=$$key/" .env.example > .env
+	@echo "Created .env from .env.example"
+
+run: install .env
+	$(MANAGE) migrate
+	$(MANAGE) runserver 127.0.0.1:8000
+
+test: install .env
+	uv run --locked pytest $(PYTEST_ARGS)
+
+superuser: install .env
+	$(MANAGE) createsuperuser
+
+lint:
+	uv run --locked ruff check .
+	uv run --locked ruff format --check .
+
+format:
+	uv run --locked ruff check --fix .
+	uv run --locked ruff format .

@@ -1,0 +1,162 @@
+"""The hero registry's data and rules.
+
+This module is the one home of hero rules: what a valid hero is (fields, validators
+and database constraints), how heroes are listed and searched (`HeroQuerySet`) and
+how a write that breaks a rule is reported (`Hero.save`). The admin, the HTML views
+and the JSON API all go through it.
+"""
+
+import uuid
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db.models import Q
+from django.db.models.functions import Length, Lower, Trim
+from django.db.models.lookups import LessThanOrEqual
+
+NICKNAME_MAX_LENGTH = 255
+NICKNAME_TAKEN_MESSAGE = "A hero with this nickname already exists."
+NICKNAME_TAKEN_CODE = "nickname_taken"
+UNIQUE_NICKNAME_CONSTRAINT = "uq_hrs_heroes_nickname"
+
+
+def validate_storable_text(value: str) -> None:
+    """Reject text the databases cannot store: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValidationError("Null characters are not allowed.", code="null_characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Invalid Unicode text.", code="invalid_text") from None
+
+
+def normalize_nickname(value: str) -> str:
+    return value.strip()
+
+
+class NicknameTaken(ValidationError):
+    """Another hero already has this nickname, compared case-insensitively."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            {"nickname": [ValidationError(NICKNAME_TAKEN_MESSAGE, code=NICKNAME_TAKEN_CODE)]}
+        )
+
+
+class HeroQuerySet(models.QuerySet):
+    def newest_first(self) -> "HeroQuerySet":
+        # uuid breaks ties between heroes created in the same microsecond, so the
+        # order is total (cursor pagination relies on it).
+        return self.order_by("-created_at", "-uuid")
+
+    def search(self, text: str) -> "HeroQuerySet":
+        """Heroes whose nickname contains `text`, ignoring case (also beyond ASCII)."""
+        return self.alias(nickname_lower=Lower("nickname")).filter(
+            nickname_lower__contains=text.lower()
+        )
+
+    def listing(self, *, search: str | None = None, role: str | None = None) -> "HeroQuerySet":
+        """The heroes a list page or the API shows: filtered, newest first."""
+        heroes = self
+        if search and search.strip():
+            heroes = heroes.search(search.strip())
+        if role:
+            heroes = heroes.filter(role=role)
+        return heroes.newest_first()
+
+
+class Role(models.TextChoices):
+    MAGE = "mage", "Mage"
+    ASSASSIN = "assassin", "Assassin"
+    WARRIOR = "warrior", "Warrior"
+    PRIEST = "priest", "Priest"
+    TANK = "tank", "Tank"
+
+
+class Hero(models.Model):
+    uuid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    nickname = models.CharField(max_length=NICKNAME_MAX_LENGTH, validators=[validate_storable_text])
+    # NULL, not "", is "no role": the API shows it as null.
+    role = models.CharField(max_length=16, choices=Role, null=True, blank=True)  # noqa: DJ001
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = HeroQuerySet.as_manager()
+
+    class Meta:
+        db_table = "hrs_heroes"
+        ordering = ["-created_at", "-uuid"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("nickname"),
+                name=UNIQUE_NICKNAME_CONSTRAINT,
+                violation_error_message=NICKNAME_TAKEN_MESSAGE,
+                violation_error_code=NICKNAME_TAKEN_CODE,
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=Role.values) | Q(role__isnull=True),
+                name="ck_hrs_heroes_role",
+            ),
+            models.CheckConstraint(
+                condition=Q(nickname=Trim("nickname"))
+                & ~Q(nickname="")
+                & Q(LessThanOrEqual(Length("nickname"), NICKNAME_MAX_LENGTH)),
+                name="ck_hrs_heroes_nickname",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at", "-uuid"], name="ix_hrs_heroes_created_at"),
+            models.Index(
+                fields=["role", "-created_at", "-uuid"], name="ix_hrs_heroes_role_created_at"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.nickname
+
+    def save(self, *args, **kwargs) -> None:
+        """Save, with the database as the final judge of nickname uniqueness.
+
+        Raises NicknameTaken when another hero has the nickname (also when two
+        writers race past validation), and Hero.DoesNotExist when updating a hero
+        that was deleted meanwhile (Django would otherwise silently re-create it).
+        """
+        self.nickname = normalize_nickname(self.nickname)
+        updating = not self._state.adding
+        if updating:
+            # created_at is written once, on insert; and with update_fields, an
+            # update of a row deleted meanwhile fails instead of inserting it again.
+            fields = kwargs.get("update_fields")
+            fields = ("nickname", "role") if fields is None else fields
+            kwargs["update_fields"] = {*fields, "updated_at"} - {"created_at"}
+        try:
+            with transaction.atomic(using=kwargs.get("using")):
+                super().save(*args, **kwargs)
+        except IntegrityError as error:
+            if UNIQUE_NICKNAME_CONSTRAINT in str(error):
+                raise NicknameTaken() from error
+            raise
+        except DatabaseError as error:
+            # Django says "Save with update_fields did not affect any rows."
+            if updating and not type(self).objects.filter(pk=self.pk).exists():
+                raise self.DoesNotExist("The hero has been deleted meanwhile.") from error
+            raise
+
+    def clean_fields(self, exclude=None) -> None:
+        self.nickname = normalize_nickname(self.nickname)
+        super().clean_fields(exclude)
+
+    def validate_constraints(self, exclude=None) -> None:
+        # The unique constraint is on Lower(nickname), so Django reports a clash as
+        # a non-field error; report it on the field the user can fix instead.
+        try:
+            super().validate_constraints(exclude)
+        except ValidationError as error:
+            errors = error.update_error_dict({})
+            general = errors.pop(NON_FIELD_ERRORS, [])
+            taken = [e for e in general if e.code == NICKNAME_TAKEN_CODE]
+            if taken:
+                errors.setdefault("nickname", []).extend(taken)
+            if rest := [e for e in general if e.code != NICKNAME_TAKEN_CODE]:
+                errors[NON_FIELD_ERRORS] = rest
+            raise ValidationError(errors) from None

@@ -1,0 +1,114 @@
+"""Staff edit heroes in the Django admin."""
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from heroes.models import Hero
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:heroes_hero_changelist")
+ADD = reverse("admin:heroes_hero_add")
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+def changelist_nicknames(response) -> list[str]:
+    return [hero.nickname for hero in response.context["cl"].result_list]
+
+
+def test_anonymous_users_are_sent_to_the_admin_login(client):
+    response = client.get(CHANGELIST)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_staff_can_log_in_through_the_admin_login_form(client, staff_user):
+    response = client.post(
+        reverse("admin:login"),
+        {"username": "staff", "password": "staff-pass-123", "next": CHANGELIST},
+    )
+    assert response.status_code == 302
+    assert client.get(CHANGELIST).status_code == 200
+
+
+def test_changelist_lists_newest_first_with_the_columns(staff_client, heroes):
+    response = staff_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert changelist_nicknames(response) == [h.nickname for h in reversed(heroes)]
+    content = response.content.decode()
+    for column in ("column-nickname", "column-role", "column-created_at", "column-updated_at"):
+        assert column in content
+    assert f"<title>Select hero to change | {settings.PROJECT_NAME}</title>" in content
+    assert f'<a href="/admin/">{settings.PROJECT_NAME}</a>' in content
+
+
+def test_changelist_searches_nicknames_ignoring_case(staff_client, heroes):
+    response = staff_client.get(CHANGELIST, {"q": "ärger"})
+    assert changelist_nicknames(response) == ["Ärgerlich Öz"]
+
+
+def test_changelist_filters_by_role(staff_client, heroes):
+    response = staff_client.get(CHANGELIST, {"role__exact": "mage"})
+    assert changelist_nicknames(response) == ["Ärgerlich Öz", "Mystra"]
+    assert 'href="?role__exact=tank"' in response.content.decode()
+
+
+def test_changelist_runs_a_single_count(staff_client, heroes):
+    with CaptureQueriesContext(connection) as queries:
+        response = staff_client.get(CHANGELIST, {"q": "o"})
+    assert response.status_code == 200
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert len(counts) == 1, counts
+
+
+def test_add_form_creates_a_hero(staff_client):
+    assert staff_client.get(ADD).status_code == 200
+    response = staff_client.post(ADD, {"nickname": "  Mystra  ", "role": "mage"})
+    assert response.status_code == 302
+    hero = Hero.objects.get()
+    assert (hero.nickname, hero.role) == ("Mystra", "mage")
+
+
+def test_add_form_shows_a_taken_nickname_next_to_the_field(staff_client, heroes):
+    response = staff_client.post(ADD, {"nickname": "MYSTRA", "role": ""})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "nickname": ["A hero with this nickname already exists."]
+    }
+    assert Hero.objects.count() == len(heroes)
+
+
+def test_add_form_rejects_an_unknown_role(staff_client):
+    response = staff_client.post(ADD, {"nickname": "Mystra", "role": "bard"})
+    assert "role" in response.context["adminform"].form.errors
+    assert not Hero.objects.exists()
+
+
+def test_change_form_edits_a_hero_and_keeps_identity_read_only(staff_client, heroes):
+    hero = heroes[0]
+    url = reverse("admin:heroes_hero_change", args=[hero.pk])
+    response = staff_client.get(url)
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert set(form.fields) == {"nickname", "role"}  # uuid and timestamps are read-only
+    assert str(hero.uuid) in response.content.decode()
+
+    response = staff_client.post(url, {"nickname": "Shadowblade II", "role": ""})
+    assert response.status_code == 302
+    hero.refresh_from_db()
+    assert (hero.nickname, hero.role) == ("Shadowblade II", None)
+
+
+def test_delete_from_the_admin(staff_client, heroes):
+    url = reverse("admin:heroes_hero_delete", args=[heroes[0].pk])
+    response = staff_client.post(url, {"post": "yes"})
+    assert response.status_code == 302
+    assert not Hero.objects.filter(pk=heroes[0].pk).exists()

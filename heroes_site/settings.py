@@ -1,0 +1,151 @@
+"""Settings for the Heroes site, read from the environment (and `.env` when present).
+
+Every variable is documented in `.env.example`. A misconfiguration raises
+ImproperlyConfigured with one readable line; `manage.py`, `asgi.py` and `wsgi.py`
+print that line instead of a traceback.
+"""
+
+import tomllib
+import warnings
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")  # never overrides variables already set
+
+
+def package_version() -> str:
+    with open(BASE_DIR / "pyproject.toml", "rb") as pyproject:
+        return tomllib.load(pyproject)["project"]["version"]
+
+
+def database_config(url: str) -> dict:
+    """Turn DATABASE_URL into a Django database dict, or fail with one readable line."""
+    invalid = ImproperlyConfigured(
+        "DATABASE_URL must look like sqlite:///db.sqlite3 or "
+        "postgres://USER:PASSWORD@HOST:5432/NAME"
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # environ warns about unknown schemes
+            config = environ.Env.db_url_config(url)
+    except ValueError:
+        raise invalid from None
+    engine = config.get("ENGINE")
+    if not config.get("NAME") or engine not in (
+        "django.db.backends.sqlite3",
+        "django.db.backends.postgresql",
+    ):
+        raise invalid
+    if engine == "django.db.backends.sqlite3":
+        if config["NAME"] != ":memory:":
+            config["NAME"] = str(BASE_DIR / config["NAME"])  # relative to the repo root
+        return config
+    # A psycopg pool per process instead of a connection per request. The pool needs
+    # CONN_MAX_AGE = 0; a request that cannot get a connection within `timeout`
+    # seconds fails instead of hanging.
+    config["CONN_MAX_AGE"] = 0
+    config["OPTIONS"] = {
+        "pool": {
+            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
+        },
+        "connect_timeout": 5,
+    }
+    return config
+
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: it is required when DEBUG is False (see .env.example)"
+        )
+    SECRET_KEY = "django-insecure-development-only"  # noqa: S105 (DEBUG only)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+PROJECT_NAME = env.str("PROJECT_NAME", default="Heroes")
+VERSION = env.str("VERSION", default="") or package_version()
+DESCRIPTION = env.str("DESCRIPTION", default="The API for Heroes app.")
+API_V1_PREFIX = env.str("API_V1_PREFIX", default="/api/v1")
+
+# Served over HTTPS, usually behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+HTTPS = env.bool("HTTPS", default=not DEBUG)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "heroes",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "heroes_site.urls"
+WSGI_APPLICATION = "heroes_site.wsgi.application"
+ASGI_APPLICATION = "heroes_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_config(env.str("DATABASE_URL", default="sqlite:///db.sqlite3"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
