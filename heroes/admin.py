@@ -1,7 +1,9 @@
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils import timezone
 
-from .models import Hero
+from .models import ApiToken, Hero
 
 admin.site.site_header = settings.PROJECT_NAME
 admin.site.site_title = settings.PROJECT_NAME
@@ -22,3 +24,36 @@ class HeroAdmin(admin.ModelAdmin):
         if not search_term:
             return queryset, False
         return queryset.search(search_term), False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["user"]
+    search_fields = ["name", "user__username", "prefix"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    autocomplete_fields = ["user"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A token's owner and name are set once; afterwards it can only be revoked.
+        return [*self.readonly_fields, "user", "name"] if obj else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        return [*self.readonly_fields, "user", "name"] if obj else ["user", "name"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.raw_token = obj.generate_key()
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # The raw token exists only in this response: it is never stored or shown again.
+        context = {**self.admin_site.each_context(request), "token": obj, "opts": self.opts}
+        return TemplateResponse(request, "admin/heroes/apitoken/created.html", context)
+
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        revoked = queryset.filter(revoked_at=None).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)

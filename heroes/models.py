@@ -1,4 +1,4 @@
-"""The hero registry's data and rules.
+"""The hero registry's data and rules, and the API tokens that may change it.
 
 This module is the one home of hero rules: what a valid hero is (fields, validators
 and database constraints), how heroes are listed and searched (`HeroQuerySet`) and
@@ -6,13 +6,19 @@ how a write that breaks a rule is reported (`Hero.save`). The admin, the HTML vi
 and the JSON API all go through it.
 """
 
+import datetime
+import hashlib
+import secrets
 import uuid
 
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Length, Lower, Trim
 from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
 
 NICKNAME_MAX_LENGTH = 255
 NICKNAME_TAKEN_MESSAGE = "A hero with this nickname already exists."
@@ -160,3 +166,68 @@ class Hero(models.Model):
             if rest := [e for e in general if e.code != NICKNAME_TAKEN_CODE]:
                 errors[NON_FIELD_ERRORS] = rest
             raise ValidationError(errors) from None
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API, belonging to a user.
+
+    Only a SHA-256 hash of the token is stored (tokens are long random strings, so a
+    fast hash is enough); the raw token is shown once, when it is issued.
+    """
+
+    # last_used_at is written at most this often, so a busy client doesn't turn every
+    # authenticated request into a write.
+    LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'CI deploys'.")
+    prefix = models.CharField(
+        max_length=8, editable=False, help_text="The token's first characters, to recognise it."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        db_table = "hrs_api_tokens"
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw_token: str) -> str:
+        return hashlib.sha256(raw_token.encode()).hexdigest()
+
+    def generate_key(self) -> str:
+        """Give this (unsaved) token a new random key; return the raw key to show once."""
+        raw_token = secrets.token_urlsafe(32)
+        self.prefix = raw_token[:8]
+        self.key_hash = self.hash(raw_token)
+        return raw_token
+
+    @classmethod
+    def issue(cls, user: AbstractBaseUser, name: str) -> tuple["ApiToken", str]:
+        token = cls(user=user, name=name)
+        raw_token = token.generate_key()
+        token.save()
+        return token, raw_token
+
+    @classmethod
+    async def auser_for(cls, raw_token: str) -> AbstractBaseUser | None:
+        """The active user owning this unrevoked token, or None: one indexed query."""
+        token = (
+            await cls.objects.select_related("user")
+            .filter(key_hash=cls.hash(raw_token), revoked_at=None, user__is_active=True)
+            .afirst()
+        )
+        if token is None:
+            return None
+        now = timezone.now()
+        if token.last_used_at is None or now - token.last_used_at >= cls.LAST_USED_RESOLUTION:
+            await cls.objects.filter(pk=token.pk).aupdate(last_used_at=now)
+        return token.user

@@ -96,10 +96,12 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # serves Swagger UI's files itself (no CDN)
     "heroes",
 ]
 
 MIDDLEWARE = [
+    "heroes.middleware.api_errors_as_json",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -5,8 +5,9 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
-from heroes.models import Hero
+from heroes.models import ApiToken, Hero
 
 pytestmark = pytest.mark.django_db
 
@@ -112,3 +113,40 @@ def test_delete_from_the_admin(staff_client, heroes):
     response = staff_client.post(url, {"post": "yes"})
     assert response.status_code == 302
     assert not Hero.objects.filter(pk=heroes[0].pk).exists()
+
+
+@pytest.fixture
+def superuser_client(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("root", password="root-pass"))
+    return client
+
+
+def test_admin_issues_a_token_and_shows_it_once(superuser_client, writer):
+    response = superuser_client.post(
+        reverse("admin:heroes_apitoken_add"), {"user": writer.pk, "name": "deploys"}
+    )
+    assert response.status_code == 200
+    token = ApiToken.objects.get()
+    raw_token = response.context["token"].raw_token
+    assert raw_token in response.content.decode()
+    assert token.key_hash == ApiToken.hash(raw_token)
+    assert (token.user, token.name) == (writer, "deploys")
+
+    page = superuser_client.get(reverse("admin:heroes_apitoken_change", args=[token.pk]))
+    assert page.status_code == 200
+    assert raw_token not in page.content.decode()
+    assert token.prefix in page.content.decode()
+
+
+def test_admin_revokes_tokens_and_shows_last_use(superuser_client, writer):
+    used, _ = ApiToken.issue(writer, "used")
+    ApiToken.objects.filter(pk=used.pk).update(last_used_at=timezone.now())
+    unused, _ = ApiToken.issue(writer, "unused")
+    changelist = reverse("admin:heroes_apitoken_changelist")
+    response = superuser_client.get(changelist)
+    assert "column-last_used_at" in response.content.decode()
+    response = superuser_client.post(
+        changelist, {"action": "revoke", "_selected_action": [used.pk, unused.pk]}
+    )
+    assert response.status_code == 302
+    assert ApiToken.objects.filter(revoked_at=None).count() == 0

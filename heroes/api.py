@@ -1,0 +1,258 @@
+"""The async JSON API under API_V1_PREFIX (django-ninja).
+
+Reads are public. Writes need a bearer token (heroes.ApiToken) or a logged-in
+session with a CSRF token, and the matching heroes.*_hero permission. Errors keep the
+article's FastAPI shapes: `{"detail": "..."}`, and 422 `{"detail": [{"loc", "msg",
+"type"}]}`.
+"""
+
+import logging
+from datetime import datetime
+from uuid import UUID
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import NinjaAPI, Router, Status, renderers
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.pagination import CursorPagination, paginate
+from ninja.responses import NinjaJSONEncoder
+from ninja.security import HttpBearer
+from ninja.security.apikey import APIKeyCookie
+from ninja.utils import check_csrf
+
+from .models import NICKNAME_TAKEN_MESSAGE, ApiToken, Hero, NicknameTaken, Role
+from .schemas import (
+    HealthCheck,
+    HeroCreate,
+    HeroPatch,
+    HeroRead,
+    Message,
+    SearchText,
+    StatusMessage,
+    ValidationErrors,
+)
+
+logger = logging.getLogger(__name__)
+
+HERO_NOT_FOUND = "The hero hasn't been found!"
+HERO_DELETED = "The hero has been deleted!"
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+
+
+class BearerTokenAuth(HttpBearer):
+    """`Authorization: Bearer <token>`, checked against the hashed ApiTokens."""
+
+    def __call__(self, request: HttpRequest):
+        # Parsed here rather than by HttpBearer, which logs unexpected headers (with
+        # their credentials) when DEBUG is on.
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return self.authenticate(request, token.strip())
+
+    async def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
+        return await ApiToken.auser_for(token)
+
+
+class SessionAuth(APIKeyCookie):
+    """A logged-in Django session, with Django's CSRF check.
+
+    Unlike ninja's django_auth, CSRF is checked only once a session user is found, so
+    a request with no credentials at all gets 401, not 403.
+    """
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        return request.COOKIES.get(self.param_name)
+
+    async def authenticate(self, request: HttpRequest, key: str | None) -> AbstractBaseUser | None:
+        if not key:
+            return None
+        user = await request.auser()
+        if not user.is_authenticated:
+            return None
+        if check_csrf(request) is not None:
+            raise HttpError(
+                403, "CSRF check failed: send the csrftoken cookie's value as X-CSRFToken."
+            )
+        return user
+
+
+# Bearer first: with the session first, a bearer request would fail the CSRF check.
+WRITERS = [BearerTokenAuth(), SessionAuth()]
+
+
+async def require_permission(request: HttpRequest, permission: str) -> None:
+    if not await request.auth.ahas_perm(permission):
+        raise HttpError(403, f"You do not have the {permission} permission.")
+
+
+class HeroCursorPagination(CursorPagination):
+    """ninja's cursor pagination, answering 422 to a cursor it did not write."""
+
+    async def apaginate_queryset(self, queryset, pagination, request, **params):
+        try:
+            cursor = self.Cursor.from_encoded_param(pagination.cursor)
+            if cursor.p is not None:
+                datetime.fromisoformat(cursor.p)
+        except (ValueError, ValidationError):  # pydantic's ValidationError is a ValueError
+            raise ValidationError(
+                [{"loc": ["query", "cursor"], "msg": "Invalid cursor.", "type": "value_error"}]
+            ) from None
+        return await super().apaginate_queryset(queryset, pagination, request, **params)
+
+
+@sync_to_async
+def database_is_up() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        logger.warning("Health check: the database is unreachable", exc_info=True)
+        return False
+    return True
+
+
+router = Router(tags=["heroes"])
+DENIED = {401: Message, 403: Message}
+REJECTED = {409: Message, 422: ValidationErrors}
+
+
+@router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
+async def health(request: HttpRequest) -> Status:
+    up = await database_is_up()
+    return Status(
+        200 if up else 503,
+        {
+            "name": settings.PROJECT_NAME,
+            "version": settings.VERSION,
+            "description": settings.DESCRIPTION,
+            "database": "ok" if up else "unavailable",
+        },
+    )
+
+
+@router.get("/heroes", response={200: list[HeroRead], 422: ValidationErrors})
+@paginate(HeroCursorPagination, ordering=("-created_at", "-uuid"), page_size=20, max_page_size=100)
+async def list_heroes(
+    request: HttpRequest, role: Role | None = None, search: SearchText | None = None
+):
+    """Heroes, newest first; `search` matches part of the nickname, ignoring case."""
+    return Hero.objects.listing(search=search, role=role)
+
+
+@router.post(
+    "/heroes", response={201: HeroRead, **DENIED, **REJECTED}, auth=WRITERS, url_name="create_hero"
+)
+async def create_hero(request: HttpRequest, payload: HeroCreate, response: HttpResponse) -> Status:
+    await require_permission(request, "heroes.add_hero")
+    hero = await Hero.objects.acreate(**payload.dict())
+    response["Location"] = request.build_absolute_uri(reverse("api:get_hero", args=[hero.uuid]))
+    return Status(201, hero)
+
+
+@router.get("/heroes/{uuid:hero_id}", response={200: HeroRead, 404: Message}, url_name="get_hero")
+async def get_hero(request: HttpRequest, hero_id: UUID) -> Hero:
+    return await Hero.objects.aget(pk=hero_id)
+
+
+@router.patch(
+    "/heroes/{uuid:hero_id}",
+    response={200: HeroRead, **DENIED, 404: Message, **REJECTED},
+    auth=WRITERS,
+)
+async def patch_hero(request: HttpRequest, hero_id: UUID, payload: HeroPatch) -> Hero:
+    await require_permission(request, "heroes.change_hero")
+    hero = await Hero.objects.aget(pk=hero_id)
+    changes = payload.dict(exclude_unset=True)
+    if changes:
+        for field, value in changes.items():
+            setattr(hero, field, value)
+        await hero.asave(update_fields=changes)
+    return hero
+
+
+@router.delete(
+    "/heroes/{uuid:hero_id}", response={200: StatusMessage, **DENIED, 404: Message}, auth=WRITERS
+)
+async def delete_hero(request: HttpRequest, hero_id: UUID) -> dict:
+    await require_permission(request, "heroes.delete_hero")
+    deleted, _ = await Hero.objects.filter(pk=hero_id).adelete()
+    if not deleted:
+        raise Hero.DoesNotExist
+    return {"status": True, "message": HERO_DELETED}
+
+
+class JSONEncoder(NinjaJSONEncoder):
+    def default(self, o: object) -> object:
+        # Django's encoder cuts timestamps to milliseconds; keep them whole.
+        if isinstance(o, datetime):
+            return o.isoformat().replace("+00:00", "Z")
+        return super().default(o)
+
+
+class JSONRenderer(renderers.JSONRenderer):
+    encoder_class = JSONEncoder
+
+
+api = NinjaAPI(
+    title=settings.PROJECT_NAME,
+    renderer=JSONRenderer(),
+    version=settings.VERSION,
+    description=settings.DESCRIPTION,
+    urls_namespace="api",
+)
+api.add_router("/", router)
+
+
+def error(request: HttpRequest, status: int, detail: object) -> HttpResponse:
+    return api.create_response(request, {"detail": detail}, status=status)
+
+
+@api.exception_handler(ValidationError)
+def validation_failed(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    # FastAPI's shape: ninja puts the body parameter's name in `loc`
+    # (["body", "payload", "nickname"]); FastAPI says ["body", "nickname"].
+    detail = []
+    for item in exc.errors:
+        loc = list(item.get("loc", ()))
+        if loc[:2] == ["body", "payload"]:
+            del loc[1]
+        detail.append({"loc": loc, "msg": item.get("msg", ""), "type": item.get("type", "")})
+    return error(request, 422, detail)
+
+
+@api.exception_handler(AuthenticationError)
+def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    detail = "Authentication required: send `Authorization: Bearer <token>`."
+    response = error(request, 401, detail)
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(NicknameTaken)
+def nickname_taken(request: HttpRequest, exc: NicknameTaken) -> HttpResponse:
+    return error(request, 409, NICKNAME_TAKEN_MESSAGE)
+
+
+@api.exception_handler(Hero.DoesNotExist)
+def hero_not_found(request: HttpRequest, exc: Hero.DoesNotExist) -> HttpResponse:
+    return error(request, 404, HERO_NOT_FOUND)
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
+    return error(request, 503, DATABASE_UNAVAILABLE)
+
+
+@api.exception_handler(Exception)
+def server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("Unhandled error on %s %s", request.method, request.path)
+    return error(request, 500, "Internal server error.")

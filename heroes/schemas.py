@@ -1,0 +1,85 @@
+"""The JSON shapes of the API, in the article's FastAPI service's shapes.
+
+Field rules come from heroes.models (lengths, roles, storable text), so the API
+rejects with 422 exactly what the model and the database would refuse.
+"""
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from ninja import Field, Schema
+from pydantic import AfterValidator, ConfigDict, StringConstraints
+
+from .models import NICKNAME_MAX_LENGTH, Role, validate_storable_text
+
+
+def storable_text(value: str) -> str:
+    try:
+        validate_storable_text(value)
+    except DjangoValidationError as error:
+        raise ValueError(error.messages[0]) from None
+    return value
+
+
+# strip_whitespace is str.strip(), the model's normalize_nickname.
+Nickname = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NICKNAME_MAX_LENGTH),
+    AfterValidator(storable_text),
+]
+SearchText = Annotated[
+    str, StringConstraints(max_length=NICKNAME_MAX_LENGTH), AfterValidator(storable_text)
+]
+
+
+class HeroCreate(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    nickname: Nickname
+    role: Role | None = None
+
+
+class HeroPatch(Schema):
+    """Any subset of the fields; `"role": null` clears the role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Optional, but not nullable: a hero always has a nickname.
+    nickname: Nickname = Field(default=None, json_schema_extra={"nullable": False})
+    role: Role | None = None
+
+
+class HeroRead(Schema):
+    uuid: UUID
+    nickname: str
+    role: Role | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class HealthCheck(Schema):
+    name: str
+    version: str
+    description: str
+    database: Literal["ok", "unavailable"]
+
+
+class StatusMessage(Schema):
+    status: bool
+    message: str
+
+
+class Message(Schema):
+    detail: str
+
+
+class ValidationErrorItem(Schema):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrors(Schema):
+    detail: list[ValidationErrorItem]

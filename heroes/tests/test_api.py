@@ -1,0 +1,464 @@
+"""The JSON API, tested as the article tests it: an async client through the ASGI app,
+with every write checked in the database through the async ORM."""
+
+import asyncio
+import base64
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import OperationalError, connection, connections
+from django.test import AsyncClient, Client
+from django.test.utils import CaptureQueriesContext
+
+from heroes.models import Hero
+
+from .conftest import load_data
+
+DATA = load_data("api")
+HEROES = "/api/v1/heroes"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def close_connections():
+    yield
+    # The async ORM's worker threads hold connections; PostgreSQL cannot drop the
+    # test database while they are open.
+    await sync_to_async(connections.close_all)()
+
+
+def bearer_client(token: str) -> AsyncClient:
+    # AsyncClient(headers=...) sends client-wide headers as "http-authorization" in
+    # Django 5.2.19; a lower-case ASGI name goes through as is.
+    return AsyncClient(authorization=f"Bearer {token}")
+
+
+@pytest.fixture
+def api(writer_token) -> AsyncClient:
+    """An async client that authenticates as a user with every hero permission."""
+    return bearer_client(writer_token)
+
+
+@pytest.fixture
+async def hero() -> Hero:
+    return await Hero.objects.acreate(**DATA["initial_data"]["hero"])
+
+
+def hero_json(hero: Hero) -> dict:
+    return {
+        "uuid": str(hero.uuid),
+        "nickname": hero.nickname,
+        "role": hero.role,
+        "created_at": hero.created_at.isoformat().replace("+00:00", "Z"),
+        "updated_at": hero.updated_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+# Health
+
+
+async def test_health_reports_settings_and_database(async_client, settings):
+    response = await async_client.get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.json() == {
+        "name": settings.PROJECT_NAME,
+        "version": settings.VERSION,
+        "description": settings.DESCRIPTION,
+        "database": "ok",
+    }
+
+
+async def test_health_is_503_when_the_database_fails(async_client, monkeypatch):
+    def broken_cursor(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(type(connection._connections["default"]), "cursor", broken_cursor)
+    response = await async_client.get("/api/v1/health")
+    assert response.status_code == 503
+    assert response.json()["database"] == "unavailable"
+
+
+# Create
+
+
+async def test_create_hero(api):
+    case = DATA["case_create"]
+    response = await api.post(HEROES, case["payload"], content_type="application/json")
+    assert response.status_code == 201
+    body = response.json()
+    assert {k: body[k] for k in case["want"]} == case["want"]
+    stored = await Hero.objects.aget(uuid=body["uuid"])
+    assert body == hero_json(stored)
+    assert response["Location"] == f"http://testserver{HEROES}/{stored.uuid}"
+
+
+async def test_create_strips_the_nickname_and_defaults_role_to_null(api):
+    response = await api.post(HEROES, {"nickname": "  Thor  "}, content_type="application/json")
+    assert response.status_code == 201
+    assert (response.json()["nickname"], response.json()["role"]) == ("Thor", None)
+    stored = await Hero.objects.aget()
+    assert (stored.nickname, stored.role) == ("Thor", None)
+
+
+@pytest.mark.parametrize("nickname", ["SUPERMAN", " superman ", "SuperMan"])
+async def test_create_duplicate_nickname_is_409(api, hero, nickname):
+    response = await api.post(HEROES, {"nickname": nickname}, content_type="application/json")
+    assert response.status_code == 409
+    assert response.json() == {"detail": "A hero with this nickname already exists."}
+    assert await Hero.objects.acount() == 1
+
+
+async def test_create_duplicate_is_409_beyond_ascii(api):
+    await Hero.objects.acreate(nickname="Ärger Σοφία")
+    response = await api.post(HEROES, {"nickname": "äRGER σΟΦΊΑ"}, content_type="application/json")
+    assert response.status_code == 409
+    assert await Hero.objects.acount() == 1
+
+
+async def test_concurrent_creates_of_one_nickname_give_one_201_and_one_409(writer_token):
+    async def create(nickname: str):
+        return await bearer_client(writer_token).post(
+            HEROES, {"nickname": nickname}, content_type="application/json"
+        )
+
+    responses = await asyncio.gather(create("Twin"), create("TWIN"))
+    assert sorted(r.status_code for r in responses) == [201, 409]
+    assert [h.nickname async for h in Hero.objects.all()] in (["Twin"], ["TWIN"])
+
+
+@pytest.mark.parametrize("case", DATA["invalid_create"], ids=lambda c: c["type"])
+async def test_create_invalid_input_is_422_in_fastapi_shape(api, case):
+    response = await api.post(HEROES, case["payload"], content_type="application/json")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [(e["loc"], e["type"]) for e in detail] == [(case["loc"], case["type"])]
+    assert set(detail[0]) == {"loc", "msg", "type"}
+    assert detail[0]["msg"]
+    assert not await Hero.objects.aexists()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [('{"nickname": ', "application/json"), ("nickname=Thor", "application/x-www-form-urlencoded")],
+)
+async def test_create_with_an_unparsable_body_is_400_json(api, body, content_type):
+    response = await api.post(HEROES, body, content_type=content_type)
+    assert response.status_code == 400
+    assert "detail" in response.json()
+    assert not await Hero.objects.aexists()
+
+
+# Get
+
+
+async def test_get_hero(async_client, hero):
+    response = await async_client.get(f"{HEROES}/{hero.uuid}")
+    assert response.status_code == 200
+    body = response.json()
+    assert {k: body[k] for k in DATA["case_get"]["want"]} == DATA["case_get"]["want"]
+    assert body == hero_json(await Hero.objects.aget(pk=hero.pk))
+
+
+async def test_get_missing_hero_is_404(async_client):
+    response = await async_client.get(f"{HEROES}/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "The hero hasn't been found!"}
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", "1", "' OR 1=1 --", "%00"])
+async def test_malformed_uuid_is_a_json_404(async_client, bad):
+    response = await async_client.get(f"{HEROES}/{bad}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+# Patch
+
+
+async def test_patch_hero(api, hero):
+    case = DATA["case_patch"]
+    response = await api.patch(f"{HEROES}/{hero.uuid}", case["payload"], "application/json")
+    assert response.status_code == 200
+    body = response.json()
+    assert {k: body[k] for k in case["want"]} == case["want"]
+    stored = await Hero.objects.aget(pk=hero.pk)
+    assert body == hero_json(stored)
+    assert stored.created_at == hero.created_at
+    assert stored.updated_at > hero.updated_at
+
+
+async def test_patch_changes_only_the_fields_sent(api, hero):
+    response = await api.patch(f"{HEROES}/{hero.uuid}", {"role": "tank"}, "application/json")
+    assert response.status_code == 200
+    stored = await Hero.objects.aget(pk=hero.pk)
+    assert (stored.nickname, stored.role) == ("Superman", "tank")
+
+
+async def test_patch_role_null_clears_the_role(api, hero):
+    response = await api.patch(f"{HEROES}/{hero.uuid}", {"role": None}, "application/json")
+    assert response.status_code == 200
+    assert response.json()["role"] is None
+    assert (await Hero.objects.aget(pk=hero.pk)).role is None
+
+
+async def test_patch_with_nothing_changes_nothing(api, hero):
+    response = await api.patch(f"{HEROES}/{hero.uuid}", {}, "application/json")
+    assert response.status_code == 200
+    stored = await Hero.objects.aget(pk=hero.pk)
+    assert response.json() == hero_json(stored) == hero_json(hero)
+
+
+async def test_patch_to_own_nickname_in_another_case_is_allowed(api, hero):
+    response = await api.patch(
+        f"{HEROES}/{hero.uuid}", {"nickname": "SUPERMAN"}, "application/json"
+    )
+    assert response.status_code == 200
+    assert (await Hero.objects.aget(pk=hero.pk)).nickname == "SUPERMAN"
+
+
+async def test_patch_to_another_heroes_nickname_is_409(api, hero):
+    other = await Hero.objects.acreate(nickname="Batman")
+    response = await api.patch(
+        f"{HEROES}/{other.uuid}", {"nickname": "superman"}, "application/json"
+    )
+    assert response.status_code == 409
+    assert (await Hero.objects.aget(pk=other.pk)).nickname == "Batman"
+
+
+async def test_patch_missing_hero_is_404(api):
+    response = await api.patch(f"{HEROES}/{uuid.uuid4()}", {"role": "tank"}, "application/json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "The hero hasn't been found!"}
+
+
+@pytest.mark.parametrize("case", DATA["invalid_patch"], ids=lambda c: c["type"])
+async def test_patch_invalid_input_is_422(api, hero, case):
+    response = await api.patch(f"{HEROES}/{hero.uuid}", case["payload"], "application/json")
+    assert response.status_code == 422
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [
+        (case["loc"], case["type"])
+    ]
+    assert hero_json(await Hero.objects.aget(pk=hero.pk)) == hero_json(hero)
+
+
+# Delete
+
+
+async def test_delete_hero(api, hero):
+    response = await api.delete(f"{HEROES}/{hero.uuid}")
+    assert response.status_code == 200
+    assert response.json() == DATA["case_delete"]["want"]
+    assert not await Hero.objects.filter(pk=hero.pk).aexists()
+
+
+async def test_delete_missing_hero_is_404(api, hero):
+    response = await api.delete(f"{HEROES}/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "The hero hasn't been found!"}
+    assert await Hero.objects.acount() == 1
+
+
+# List
+
+
+@pytest.fixture
+def many_heroes(db) -> list[Hero]:
+    """45 heroes, newest first; every third a mage, nicknames Hero 00..Hero 44."""
+    created = [
+        Hero.objects.create(nickname=f"Hero {i:02}", role="mage" if i % 3 == 0 else "tank")
+        for i in range(45)
+    ]
+    return created[::-1]
+
+
+async def follow(client: AsyncClient, url: str) -> tuple[list[str], list[dict]]:
+    """Walk `next` links from url; return the nicknames and every page's body."""
+    nicknames, pages = [], []
+    while url:
+        response = await client.get(url)
+        assert response.status_code == 200
+        pages.append(response.json())
+        nicknames += [hero["nickname"] for hero in pages[-1]["results"]]
+        url = pages[-1]["next"]
+    return nicknames, pages
+
+
+async def test_list_is_newest_first_in_pages_of_20(async_client, many_heroes):
+    nicknames, pages = await follow(async_client, HEROES)
+    assert nicknames == [h.nickname for h in many_heroes]
+    assert [len(p["results"]) for p in pages] == [20, 20, 5]
+    assert pages[0]["previous"] is None and pages[-1]["next"] is None
+    assert set(pages[0]) == {"results", "next", "previous"}
+
+
+async def test_list_previous_goes_back(async_client, many_heroes):
+    first = (await async_client.get(HEROES)).json()
+    second = (await async_client.get(first["next"])).json()
+    back = (await async_client.get(second["previous"])).json()
+    assert back["results"] == first["results"]
+
+
+async def test_list_pages_stay_put_when_heroes_are_added(async_client, many_heroes):
+    first = (await async_client.get(HEROES, {"page_size": 10})).json()
+    await Hero.objects.acreate(nickname="Newcomer")
+    second = (await async_client.get(first["next"])).json()
+    assert [h["nickname"] for h in second["results"]] == [h.nickname for h in many_heroes[10:20]]
+
+
+@pytest.mark.parametrize(("page_size", "expected"), [(5, 5), (100, 45), (1000, 45), (0, 1)])
+async def test_list_page_size_is_bounded(async_client, many_heroes, page_size, expected):
+    response = await async_client.get(HEROES, {"page_size": page_size})
+    assert len(response.json()["results"]) == expected
+
+
+async def test_list_page_size_is_capped_at_100(async_client):
+    await sync_to_async(Hero.objects.bulk_create)([Hero(nickname=f"H{i}") for i in range(105)])
+    response = await async_client.get(HEROES, {"page_size": 1000})
+    assert len(response.json()["results"]) == 100
+
+
+async def test_list_filters_by_role_and_keeps_the_filter_across_pages(async_client, many_heroes):
+    nicknames, pages = await follow(async_client, f"{HEROES}?role=mage&page_size=4")
+    assert nicknames == [h.nickname for h in many_heroes if h.role == "mage"]
+    assert len(pages) == 4
+    assert all("role=mage" in p["next"] for p in pages[:-1])
+
+
+async def test_list_searches_nicknames_ignoring_case(async_client, many_heroes):
+    response = await async_client.get(HEROES, {"search": "HERO 1"})
+    assert [h["nickname"] for h in response.json()["results"]] == [
+        f"Hero {i}" for i in range(19, 9, -1)
+    ]
+
+
+async def test_list_combines_search_and_role(async_client, many_heroes):
+    response = await async_client.get(HEROES, {"search": "hero 1", "role": "mage"})
+    assert [h["nickname"] for h in response.json()["results"]] == ["Hero 18", "Hero 15", "Hero 12"]
+
+
+@pytest.mark.parametrize(
+    ("params", "loc"),
+    [
+        ({"role": "bard"}, ["query", "role"]),
+        ({"page_size": "many"}, ["query", "page_size"]),
+        ({"search": "a\x00b"}, ["query", "search"]),
+        ({"search": "x" * 256}, ["query", "search"]),
+        ({"cursor": "not base64!"}, ["query", "cursor"]),
+        ({"cursor": base64.b64encode(b"p=yesterday").decode()}, ["query", "cursor"]),
+        ({"cursor": base64.b64encode(b"o=-5").decode()}, ["query", "cursor"]),
+        ({"cursor": base64.b64encode(b"o=99999999999").decode()}, ["query", "cursor"]),
+    ],
+)
+async def test_list_rejects_bad_parameters_with_422(async_client, params, loc):
+    response = await async_client.get(HEROES, params)
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [loc]
+
+
+@pytest.mark.django_db
+def test_list_query_count_does_not_grow_with_the_page_size(many_heroes):
+    # A sync client runs the async view's ORM calls on this thread, where they can be counted.
+    client = Client()
+    counts = []
+    for page_size in (2, 40):
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(HEROES, {"page_size": page_size, "role": "tank"})
+        assert len(response.json()["results"]) == min(page_size, 30)
+        counts.append(len(queries))
+    assert counts == [1, 1]
+
+
+# Errors outside the endpoints
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("get", "/api/v1/nothing-here", 404),
+        ("get", "/api/v1/heroes/x/y", 404),
+        ("put", HEROES, 405),
+        ("post", "/api/v1/health", 405),
+    ],
+)
+async def test_errors_outside_the_endpoints_are_json(async_client, method, path, status):
+    response = await getattr(async_client, method)(path)
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    assert "detail" in response.json()
+
+
+async def test_unexpected_errors_are_a_json_500_without_traceback(async_client, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(Hero.objects, "listing", explode)
+    response = await async_client.get(HEROES)
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+
+
+async def test_timestamps_keep_microseconds(async_client, hero):
+    body = (await async_client.get(f"{HEROES}/{hero.uuid}")).json()
+    assert body["created_at"] == hero.created_at.isoformat().replace("+00:00", "Z")
+    assert body["created_at"].endswith("Z")
+
+
+# Docs
+
+
+async def test_openapi_describes_every_operation(async_client, settings):
+    response = await async_client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["info"] == {
+        "title": settings.PROJECT_NAME,
+        "version": settings.VERSION,
+        "description": settings.DESCRIPTION,
+    }
+    paths = schema["paths"]
+    operations = {
+        (path, method): operation
+        for path, methods in paths.items()
+        for method, operation in methods.items()
+    }
+    hero_path = f"{HEROES}/{{hero_id}}"
+    assert set(operations) == {
+        ("/api/v1/health", "get"),
+        (HEROES, "get"),
+        (HEROES, "post"),
+        (hero_path, "get"),
+        (hero_path, "patch"),
+        (hero_path, "delete"),
+    }
+    responses = {key: set(operation["responses"]) for key, operation in operations.items()}
+    assert responses[HEROES, "post"] == {"201", "401", "403", "409", "422"}
+    assert responses[hero_path, "patch"] == {"200", "401", "403", "404", "409", "422"}
+    assert responses[hero_path, "delete"] == {"200", "401", "403", "404"}
+    assert responses[hero_path, "get"] == {"200", "404"}
+    for key in [(HEROES, "post"), (hero_path, "patch"), (hero_path, "delete")]:
+        assert operations[key]["security"], key
+    for key in [(HEROES, "post"), (hero_path, "patch")]:
+        assert "requestBody" in operations[key]
+    components = schema["components"]["schemas"]
+    assert set(components["HeroRead"]["properties"]) == {
+        "uuid",
+        "nickname",
+        "role",
+        "created_at",
+        "updated_at",
+    }
+    assert components["HeroCreate"]["additionalProperties"] is False
+    assert {"BearerTokenAuth", "SessionAuth"} <= set(schema["components"]["securitySchemes"])
+
+
+async def test_swagger_ui_uses_bundled_files(async_client):
+    from django.contrib.staticfiles import finders
+
+    response = await async_client.get("/api/v1/docs")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert finders.find("ninja/swagger-ui-bundle.js")
