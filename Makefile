@@ -5,7 +5,7 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test superuser lint format
+.PHONY: install run test serve superuser lint format
 
 install:
 	uv sync --locked
@@ -22,6 +22,16 @@ run: install .env
 
 test: install .env
 	uv run --locked pytest $(PYTEST_ARGS)
+
+# Production-style: DEBUG off, hashed and compressed static files served by
+# servestatic, gunicorn with uvicorn workers (heroes_site/gunicorn.conf.py; PORT,
+# WEB_CONCURRENCY). HTTPS defaults to on: `HTTPS=False make serve` for plain http
+# on localhost.
+serve: export DEBUG = False
+serve: install .env
+	$(MANAGE) collectstatic --noinput --verbosity 0
+	$(MANAGE) migrate
+	uv run --locked gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application
 
 superuser: install .env
 	$(MANAGE) createsuperuser

@@ -1,13 +1,88 @@
+"""The site's own middleware. All of it is async, so under ASGI a request crosses it
+without a hop to a worker thread."""
+
+import logging
+import re
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 
-from asgiref.sync import iscoroutinefunction
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils.decorators import sync_and_async_middleware
+from django.template.loader import render_to_string
+from django.utils.decorators import async_only_middleware
+from django.utils.deprecation import MiddlewareMixin
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+request_logger = logging.getLogger("heroes.requests")
+
+# A client's X-Request-ID is kept only if it is short and plain, so it cannot forge
+# log lines.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 
-@sync_and_async_middleware
-def api_errors_as_json(get_response: Callable) -> Callable:
+@async_only_middleware
+def request_log(get_response: Handler) -> Handler:
+    """One log line per request (method, path, status, duration, request id), and
+    the request id echoed in X-Request-ID. Only these fields are logged: never
+    headers, query strings, bodies or cookies, so no credential reaches the logs."""
+
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-ID", "")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        request.request_id = request_id
+        response = await get_response(request)
+        response["X-Request-ID"] = request_id
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        request_logger.info(
+            "%s %s %s %.1fms request_id=%s",
+            request.method,
+            request.path,
+            response.status_code,
+            duration_ms,
+            request_id,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": duration_ms,
+                "request_id": request_id,
+            },
+        )
+        return response
+
+    return middleware
+
+
+@async_only_middleware
+def content_security_policy(get_response: Handler) -> Handler:
+    """Only the site's own origin may supply scripts, styles, images and frames."""
+
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        response = await get_response(request)
+        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
+
+    return middleware
+
+
+@async_only_middleware
+def api_errors_as_json(get_response: Handler) -> Handler:
     """Every error under API_V1_PREFIX is JSON `{"detail": ...}`, never an HTML page.
 
     ninja answers its own errors in JSON; this covers what happens outside it:
@@ -16,7 +91,8 @@ def api_errors_as_json(get_response: Callable) -> Callable:
     """
     prefix = settings.API_V1_PREFIX.rstrip("/") + "/"
 
-    def as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        response = await get_response(request)
         if (
             response.status_code < 400
             or not request.path.startswith(prefix)
@@ -26,18 +102,24 @@ def api_errors_as_json(get_response: Callable) -> Callable:
         json_response = JsonResponse(
             {"detail": response.reason_phrase}, status=response.status_code
         )
-        if "Allow" in response:
-            json_response["Allow"] = response["Allow"]
+        for header, value in response.items():  # Allow, security headers, ...
+            if header.lower() not in ("content-type", "content-length"):
+                json_response[header] = value
         return json_response
 
-    if iscoroutinefunction(get_response):
-
-        async def middleware(request: HttpRequest) -> Awaitable[HttpResponse]:
-            return as_json(request, await get_response(request))
-
-    else:
-
-        def middleware(request: HttpRequest) -> HttpResponse:
-            return as_json(request, get_response(request))
-
     return middleware
+
+
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
+    """A friendly 503 page, not a 500, while the database cannot be reached."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logging.getLogger(__name__).error(
+            "Database unavailable on %s %s: %s", request.method, request.path, exception
+        )
+        # Rendered without the request: its context processors would query the
+        # database (the session, the user) and fail again.
+        page = render_to_string("503.html", {"PROJECT_NAME": settings.PROJECT_NAME})
+        return HttpResponse(page, status=503, headers={"Retry-After": "5"})

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,12 +11,25 @@ from django.contrib.auth.models import AbstractUser, Permission
 from heroes.models import ApiToken, Hero
 
 DATA_DIR = Path(__file__).parent / "data"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HERO_PERMISSIONS = ["view_hero", "add_hero", "change_hero", "delete_hero"]
 
 
 def load_data(name: str) -> dict:
     """A JSON file of test data from heroes/tests/data/."""
     return json.loads((DATA_DIR / f"{name}.json").read_text())
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run manage.py in a fresh process; variables set here win over `.env`."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def make_user(username: str, codenames: list[str], **fields) -> AbstractUser:

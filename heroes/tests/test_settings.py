@@ -1,8 +1,5 @@
 """Configuration comes from the environment and fails early with one readable line."""
 
-import os
-import subprocess
-import sys
 import tomllib
 
 import pytest
@@ -11,17 +8,7 @@ from django.db import connection
 
 from heroes_site.settings import BASE_DIR, database_config
 
-
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """Run manage.py in a fresh process; variables set here win over `.env`."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from .conftest import manage
 
 
 def test_production_without_secret_key_fails_with_one_line():
