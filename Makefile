@@ -5,7 +5,7 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test serve superuser lint format
+.PHONY: install run test outage serve bench superuser lint format
 
 install:
 	uv sync --locked
@@ -32,6 +32,14 @@ serve: install .env
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) migrate
 	uv run --locked gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application
+
+# The database outage drill: a throwaway PostgreSQL stopped and restarted under load.
+outage: install .env
+	uv run --locked pytest -m outage $(PYTEST_ARGS)
+
+# The API benchmark (bench/run.py): make serve's server on PostgreSQL, loaded by wrk.
+bench: install .env
+	uv run --locked python bench/run.py $(BENCH_ARGS)
 
 superuser: install .env
 	$(MANAGE) createsuperuser

@@ -53,7 +53,7 @@ def database_config(url: str) -> dict:
         "pool": {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
         },
         "connect_timeout": 5,
     }
@@ -154,7 +154,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = BASE_DIR / env.str("STATIC_ROOT", default="staticfiles")  # relative to the repo
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,0 +1,170 @@
+"""The API benchmark: `make serve`'s server (gunicorn, 2 uvicorn workers) on a local
+PostgreSQL, loaded by wrk at 32 connections for 10 s per scenario.
+
+    make bench              # or: uv run python bench/run.py --seconds 10 --heroes 10000
+
+It installs wrk (Debian's package) when missing, creates the database `heroes_bench`
+on the server of BENCH_SERVER (default postgres://postgres@127.0.0.1:5432), seeds
+heroes, issues an API token and prints req/s, p50, p99 and errors per scenario.
+A benchmark, not a test: the figures depend on the machine.
+"""
+
+import argparse
+import os
+import platform
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+SCENARIOS = ["get", "list", "create", "patch"]
+
+
+def ensure_wrk() -> str:
+    if not shutil.which("wrk"):
+        print("installing wrk (apt-get install wrk)", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+    return shutil.which("wrk")
+
+
+def parse_wrk(output: str) -> dict:
+    def latency_ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    if socket_errors := re.search(r"Socket errors: (.*)", output):
+        errors += sum(int(n) for n in re.findall(r"(\d+)", socket_errors.group(1)))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": latency_ms("50%"),
+        "p99": latency_ms("99%"),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--heroes", type=int, default=10_000)
+    parser.add_argument("--port", type=int, default=8200)
+    parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS)
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    server = os.environ.get("BENCH_SERVER", "postgres://postgres@127.0.0.1:5432")
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS heroes_bench WITH (FORCE)")
+        admin.execute("CREATE DATABASE heroes_bench")
+    work = Path(tempfile.mkdtemp(prefix="heroes-bench-"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{server}/heroes_bench",
+        "DEBUG": "False",
+        "HTTPS": "False",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "STATIC_ROOT": str(work / "static"),
+        "PORT": str(args.port),
+        "WEB_CONCURRENCY": str(args.workers),
+        "LOG_LEVEL": "WARNING",  # a log line per request would be part of the measure
+    }
+
+    def manage(*command: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    manage("migrate", "--no-input")
+    subprocess.run(
+        [
+            sys.executable,
+            "bench/seed.py",
+            "--count",
+            str(args.heroes),
+            "--uuids",
+            str(work / "uuids"),
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
+    manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        "get_user_model().objects.create_superuser('bench', password=None)",
+    )
+    token = manage("create_api_token", "bench").strip().splitlines()[-1]
+
+    gunicorn = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "heroes_site/gunicorn.conf.py",
+            "heroes_site.asgi:application",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "server.log").open("w"),
+    )
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/api/v1/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        wrk_env = {**os.environ, "BENCH_UUIDS": str(work / "uuids"), "BENCH_TOKEN": token}
+        command = [wrk, "-t2", f"-c{args.connections}", "--latency"]
+        subprocess.run(
+            [*command, "-d3s", "-s", str(BENCH / "get.lua"), base], env=wrk_env, capture_output=True
+        )
+        print(
+            f"\n{platform.node()}: {os.cpu_count()} CPUs, {args.workers} workers, "
+            f"{args.connections} connections, {args.seconds} s per scenario, {args.heroes:,} heroes"
+        )
+        print(f"{'scenario':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>10}")
+        for scenario in args.scenarios:
+            output = subprocess.run(
+                [*command, f"-d{args.seconds}s", "-s", str(BENCH / f"{scenario}.lua"), base],
+                env=wrk_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            result = parse_wrk(output)
+            print(
+                f"{scenario:<10}{result['rps']:>10.0f}{result['p50']:>10.1f}"
+                f"{result['p99']:>10.1f}{result['errors']:>10}",
+                flush=True,
+            )
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
