@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 
+from .forms import HeroForm
 from .models import Hero
 
 admin.site.site_header = settings.PROJECT_NAME
@@ -9,6 +10,7 @@ admin.site.site_title = settings.PROJECT_NAME
 
 @admin.register(Hero)
 class HeroAdmin(admin.ModelAdmin):
+    form = HeroForm
     list_display = ["nickname", "role", "created_at", "updated_at"]
     list_filter = ["role"]
     search_fields = ["nickname"]
