@@ -7,11 +7,21 @@ from django.contrib.auth.models import Permission
 from heroes.models import Hero
 
 DATA_DIR = Path(__file__).parent / "data"
+STAFF_PASSWORD = "staff-pass-123"
+READER_PASSWORD = "reader-pass-123"
 
 
 def load_data(name: str) -> dict:
     """A JSON file of test data from heroes/tests/data/."""
     return json.loads((DATA_DIR / f"{name}.json").read_text())
+
+
+def hero_permissions(*actions: str) -> list[Permission]:
+    return list(
+        Permission.objects.filter(
+            content_type__app_label="heroes", codename__in=[f"{a}_hero" for a in actions]
+        )
+    )
 
 
 @pytest.fixture
@@ -23,14 +33,27 @@ def heroes(db) -> list[Hero]:
 @pytest.fixture
 def staff_user(django_user_model):
     """A staff user who may add, change and delete heroes, but is no superuser."""
-    user = django_user_model.objects.create_user("staff", password="staff-pass-123", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(
-            content_type__app_label="heroes",
-            codename__in=["view_hero", "add_hero", "change_hero", "delete_hero"],
-        )
-    )
+    user = django_user_model.objects.create_user("staff", password=STAFF_PASSWORD, is_staff=True)
+    user.user_permissions.set(hero_permissions("view", "add", "change", "delete"))
     return user
+
+
+@pytest.fixture
+def reader_user(django_user_model):
+    """A user who can log in but has no hero permissions."""
+    return django_user_model.objects.create_user("reader", password=READER_PASSWORD)
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def reader_client(client, reader_user):
+    client.force_login(reader_user)
+    return client
 
 
 @pytest.fixture(autouse=True)
