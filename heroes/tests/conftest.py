@@ -1,12 +1,24 @@
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from heroes.models import Hero
 
 DATA_DIR = Path(__file__).parent / "data"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 STAFF_PASSWORD = "staff-pass-123"
 READER_PASSWORD = "reader-pass-123"
 
@@ -60,3 +72,33 @@ def reader_client(client, reader_user):
 def fast_password_hashing(settings) -> None:
     # The production hasher is slow on purpose; tests log users in a lot.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """The system's Chromium, driven by Playwright: one per test session."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need the system Chromium "
+            "(apt-get install -y chromium); Playwright's own download is not used."
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server) -> Iterator[Page]:
+    """A fresh browser context on the live server, with JavaScript off: no page needs it."""
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    yield context.new_page()
+    context.close()
+
+
+def log_in(page: Page, username: str, password: str, *, path: str = "/accounts/login/") -> None:
+    """Log in through a login form: the site's or, with path="/admin/login/", the admin's."""
+    page.goto(path)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
