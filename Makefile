@@ -5,7 +5,7 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test superuser lint format
+.PHONY: install run test screenshots superuser lint format
 
 install:
 	uv sync --locked
@@ -22,6 +22,10 @@ run: install .env
 
 test: install .env
 	uv run --locked pytest $(PYTEST_ARGS)
+
+# The README's pictures, taken by the browser tests' Chromium: docs/screenshots/*.png.
+screenshots: install .env
+	uv run --locked pytest heroes/tests/screenshots.py
 
 superuser: install .env
 	$(MANAGE) createsuperuser
