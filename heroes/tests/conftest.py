@@ -51,7 +51,7 @@ def staff_user(django_user_model):
 
 
 @pytest.fixture
-def reader_user(django_user_model):
+def reader(django_user_model):
     """A user who can log in but has no hero permissions."""
     return django_user_model.objects.create_user("reader", password=READER_PASSWORD)
 
@@ -63,8 +63,8 @@ def staff_client(client, staff_user):
 
 
 @pytest.fixture
-def reader_client(client, reader_user):
-    client.force_login(reader_user)
+def reader_client(client, reader):
+    client.force_login(reader)
     return client
 
 

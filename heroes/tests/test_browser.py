@@ -120,9 +120,7 @@ def test_delete_a_hero_after_confirming(page: Page, heroes, staff_user):
     assert not Hero.objects.filter(pk=hero.pk).exists()
 
 
-def test_a_user_without_permissions_sees_no_write_buttons_and_gets_403(
-    page: Page, heroes, reader_user
-):
+def test_a_user_without_permissions_sees_no_write_buttons_and_gets_403(page: Page, heroes, reader):
     hero = heroes[2]
     log_in(page, "reader", READER_PASSWORD)
     expect(page.get_by_role("link", name="New hero")).to_have_count(0)

@@ -193,8 +193,8 @@ def test_list_count_stops_at_the_limit(client, monkeypatch):
     assert match_count(client.get(LIST, {"role": "mage"})) == "3 heroes"
 
 
-def test_new_hero_button_needs_the_add_permission(client, reader_user, staff_user):
-    client.force_login(reader_user)
+def test_new_hero_button_needs_the_add_permission(client, reader, staff_user):
+    client.force_login(reader)
     assert CREATE not in client.get(LIST).content.decode()
     client.force_login(staff_user)
     assert f'href="{CREATE}"' in client.get(LIST).content.decode()
@@ -226,10 +226,10 @@ def test_detail_of_a_missing_hero_is_the_404_page(client):
     [((), False, False), (("change",), True, False), (("change", "delete"), True, True)],
 )
 def test_detail_shows_only_the_buttons_the_user_may_use(
-    client, heroes, reader_user, actions, shows_edit, shows_delete
+    client, heroes, reader, actions, shows_edit, shows_delete
 ):
-    reader_user.user_permissions.set(hero_permissions(*actions))
-    client.force_login(reader_user)
+    reader.user_permissions.set(hero_permissions(*actions))
+    client.force_login(reader)
     content = client.get(detail_url(heroes[0])).content.decode()
     assert (update_url(heroes[0]) in content) is shows_edit
     assert (delete_url(heroes[0]) in content) is shows_delete
@@ -271,9 +271,9 @@ def test_users_without_the_permission_get_the_403_page(reader_client, heroes, ur
 
 
 @pytest.mark.parametrize(("url_of", "action"), WRITE_PAGES)
-def test_the_matching_permission_is_enough(client, reader_user, heroes, url_of, action):
-    reader_user.user_permissions.set(hero_permissions(action))
-    client.force_login(reader_user)
+def test_the_matching_permission_is_enough(client, reader, heroes, url_of, action):
+    reader.user_permissions.set(hero_permissions(action))
+    client.force_login(reader)
     assert client.get(url_of(heroes[0])).status_code == 200
 
 
