@@ -74,15 +74,22 @@ def fast_password_hashing(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """The system's Chromium, driven by Playwright: one per test session."""
+    """The system's Chromium, driven by Playwright, for the module that uses it.
+
+    While Playwright's sync API is alive its event loop counts as running in this
+    thread, so Django refuses sync ORM calls (unless DJANGO_ALLOW_ASYNC_UNSAFE is
+    set) and async_to_sync fails (async middleware under the sync test client).
+    The browser and that variable therefore last only as long as the module.
+    """
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests need the system Chromium "
             "(apt-get install -y chromium); Playwright's own download is not used."
         )
-    with sync_playwright() as playwright:
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()

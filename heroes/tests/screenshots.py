@@ -4,7 +4,6 @@ Not part of the test suite (pytest collects test_*.py only): run it by path. Eac
 entry of SHOTS is one picture; a page this build does not serve (404) is skipped.
 """
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -15,9 +14,6 @@ from playwright.sync_api import Browser, Page
 from heroes.models import Hero
 
 from .conftest import STAFF_PASSWORD, log_in
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls are still sync.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 SCREENSHOTS_DIR = settings.BASE_DIR / "docs" / "screenshots"
 

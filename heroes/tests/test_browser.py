@@ -1,6 +1,5 @@
 """The HTML pages and the admin in a real browser: Playwright driving the system Chromium."""
 
-import os
 import re
 
 import pytest
@@ -10,9 +9,6 @@ from playwright.sync_api import Page, expect
 from heroes.models import Hero, Role
 
 from .conftest import READER_PASSWORD, STAFF_PASSWORD, log_in
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls are still sync.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
