@@ -5,7 +5,7 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test outage serve bench superuser lint format
+.PHONY: install run test outage serve bench screenshots superuser lint format
 
 install:
 	uv sync --locked
@@ -40,6 +40,10 @@ outage: install .env
 # The API benchmark (bench/run.py): make serve's server on PostgreSQL, loaded by wrk.
 bench: install .env
 	uv run --locked python bench/run.py $(BENCH_ARGS)
+
+# The README's pictures, taken by the browser tests' Chromium: docs/screenshots/*.png.
+screenshots: install .env
+	uv run --locked pytest heroes/tests/screenshots.py
 
 superuser: install .env
 	$(MANAGE) createsuperuser

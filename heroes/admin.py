@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from .forms import HeroForm
 from .models import ApiToken, Hero
 
 admin.site.site_header = settings.PROJECT_NAME
@@ -11,6 +12,7 @@ admin.site.site_title = settings.PROJECT_NAME
 
 @admin.register(Hero)
 class HeroAdmin(admin.ModelAdmin):
+    form = HeroForm
     list_display = ["nickname", "role", "created_at", "updated_at"]
     list_filter = ["role"]
     search_fields = ["nickname"]

@@ -18,6 +18,7 @@ from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Length, Lower, Trim
 from django.db.models.lookups import LessThanOrEqual
+from django.urls import reverse
 from django.utils import timezone
 
 NICKNAME_MAX_LENGTH = 255
@@ -147,6 +148,9 @@ class Hero(models.Model):
             if updating and not type(self).objects.filter(pk=self.pk).exists():
                 raise self.DoesNotExist("The hero has been deleted meanwhile.") from error
             raise
+
+    def get_absolute_url(self) -> str:
+        return reverse("heroes:detail", args=[self.pk])
 
     def clean_fields(self, exclude=None) -> None:
         self.nickname = normalize_nickname(self.nickname)

@@ -2,17 +2,31 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Permission
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from heroes.models import ApiToken, Hero
 
 DATA_DIR = Path(__file__).parent / "data"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HERO_PERMISSIONS = ["view_hero", "add_hero", "change_hero", "delete_hero"]
+HERO_ACTIONS = ("view", "add", "change", "delete")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+STAFF_PASSWORD = "staff-pass-123"
+READER_PASSWORD = "reader-pass-123"
 
 
 def load_data(name: str) -> dict:
@@ -32,12 +46,18 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def make_user(username: str, codenames: list[str], **fields) -> AbstractUser:
-    """A user with a password equal to its username + '-pass-123' and these hero permissions."""
-    user = get_user_model().objects.create_user(username, password=f"{username}-pass-123", **fields)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="heroes", codename__in=codenames)
+def hero_permissions(*actions: str) -> list[Permission]:
+    return list(
+        Permission.objects.filter(
+            content_type__app_label="heroes", codename__in=[f"{a}_hero" for a in actions]
+        )
     )
+
+
+def make_user(username: str, actions: tuple[str, ...], **fields) -> AbstractUser:
+    """A user with password f"{username}-pass-123" and these heroes.<action>_hero permissions."""
+    user = get_user_model().objects.create_user(username, password=f"{username}-pass-123", **fields)
+    user.user_permissions.set(hero_permissions(*actions))
     return user
 
 
@@ -56,19 +76,19 @@ def heroes(db) -> list[Hero]:
 @pytest.fixture
 def staff_user(db) -> AbstractUser:
     """A staff user who may add, change and delete heroes, but is no superuser."""
-    return make_user("staff", HERO_PERMISSIONS, is_staff=True)
+    return make_user("staff", HERO_ACTIONS, is_staff=True)
 
 
 @pytest.fixture
 def writer(db) -> AbstractUser:
     """A user who may add, change and delete heroes (not staff)."""
-    return make_user("writer", HERO_PERMISSIONS)
+    return make_user("writer", HERO_ACTIONS)
 
 
 @pytest.fixture
 def reader(db) -> AbstractUser:
     """A user with no hero permissions."""
-    return make_user("reader", [])
+    return make_user("reader", ())
 
 
 @pytest.fixture
@@ -79,3 +99,52 @@ def writer_token(writer) -> str:
 @pytest.fixture
 def reader_token(reader) -> str:
     return ApiToken.issue(reader, "tests")[1]
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def reader_client(client, reader):
+    client.force_login(reader)
+    return client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """The system's Chromium, driven by Playwright, for the module that uses it.
+
+    While Playwright's sync API is alive its event loop counts as running in this
+    thread, so Django refuses sync ORM calls (unless DJANGO_ALLOW_ASYNC_UNSAFE is
+    set) and async_to_sync fails (async middleware under the sync test client).
+    The browser and that variable therefore last only as long as the module.
+    """
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need the system Chromium "
+            "(apt-get install -y chromium); Playwright's own download is not used."
+        )
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server) -> Iterator[Page]:
+    """A fresh browser context on the live server, with JavaScript off: no page needs it."""
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    yield context.new_page()
+    context.close()
+
+
+def log_in(page: Page, username: str, password: str, *, path: str = "/accounts/login/") -> None:
+    """Log in through a login form: the site's or, with path="/admin/login/", the admin's."""
+    page.goto(path)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()

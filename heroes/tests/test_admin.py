@@ -7,18 +7,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from heroes.forms import HeroForm
 from heroes.models import ApiToken, Hero
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = reverse("admin:heroes_hero_changelist")
 ADD = reverse("admin:heroes_hero_add")
-
-
-@pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
 
 
 def changelist_nicknames(response) -> list[str]:
@@ -71,7 +66,8 @@ def test_changelist_runs_a_single_count(staff_client, heroes):
 
 
 def test_add_form_creates_a_hero(staff_client):
-    assert staff_client.get(ADD).status_code == 200
+    response = staff_client.get(ADD)
+    assert isinstance(response.context["adminform"].form, HeroForm)  # shared with the pages
     response = staff_client.post(ADD, {"nickname": "  Mystra  ", "role": "mage"})
     assert response.status_code == 302
     hero = Hero.objects.get()

@@ -100,11 +100,11 @@ async def test_a_token_without_the_permission_is_403(reader_token, hero, method,
 
 
 @pytest.mark.parametrize(
-    ("permission", "allowed"),
-    [("add_hero", ("post",)), ("change_hero", ("patch",)), ("delete_hero", ("delete",))],
+    ("action", "allowed"),
+    [("add", ("post",)), ("change", ("patch",)), ("delete", ("delete",))],
 )
-async def test_each_write_needs_its_own_permission(permission, allowed):
-    user = await sync_to_async(make_user)("partial", [permission])
+async def test_each_write_needs_its_own_permission(action, allowed):
+    user = await sync_to_async(make_user)("partial", (action,))
     _, raw_token = await sync_to_async(ApiToken.issue)(user, "partial")
     client = AsyncClient(authorization=f"Bearer {raw_token}")
     for method, path, payload in WRITES:
