@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 import subprocess
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Permission
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -59,6 +61,23 @@ def make_user(username: str, actions: tuple[str, ...], **fields) -> AbstractUser
     user = get_user_model().objects.create_user(username, password=f"{username}-pass-123", **fields)
     user.user_permissions.set(hero_permissions(*actions))
     return user
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run `async def` tests the way Django's own TestCase does: through async_to_sync.
+
+    The async ORM's queries (and the ASGI handler's) then run on this thread, on the
+    connection that holds the test's transaction, so async tests use the plain, fast
+    `django_db` mark and see the rows sync fixtures made. Tests that need requests
+    to really overlap are marked `asyncio` and run on pytest-asyncio's loop instead,
+    with `django_db(transaction=True)`.
+    """
+    if not inspect.iscoroutinefunction(pyfuncitem.obj) or pyfuncitem.get_closest_marker("asyncio"):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    async_to_sync(pyfuncitem.obj)(**arguments)
+    return True
 
 
 @pytest.fixture(autouse=True)

@@ -18,15 +18,7 @@ from .conftest import load_data
 DATA = load_data("api")
 HEROES = "/api/v1/heroes"
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def close_connections():
-    yield
-    # The async ORM's worker threads hold connections; PostgreSQL cannot drop the
-    # test database while they are open.
-    await sync_to_async(connections.close_all)()
+pytestmark = pytest.mark.django_db
 
 
 def bearer_client(token: str) -> AsyncClient:
@@ -42,8 +34,8 @@ def api(writer_token) -> AsyncClient:
 
 
 @pytest.fixture
-async def hero() -> Hero:
-    return await Hero.objects.acreate(**DATA["initial_data"]["hero"])
+def hero(db) -> Hero:
+    return Hero.objects.create(**DATA["initial_data"]["hero"])
 
 
 def hero_json(hero: Hero) -> dict:
@@ -117,15 +109,22 @@ async def test_create_duplicate_is_409_beyond_ascii(api):
     assert await Hero.objects.acount() == 1
 
 
+@pytest.mark.asyncio  # on pytest-asyncio's own loop, so the two requests really overlap
+@pytest.mark.django_db(transaction=True)
 async def test_concurrent_creates_of_one_nickname_give_one_201_and_one_409(writer_token):
     async def create(nickname: str):
         return await bearer_client(writer_token).post(
             HEROES, {"nickname": nickname}, content_type="application/json"
         )
 
-    responses = await asyncio.gather(create("Twin"), create("TWIN"))
-    assert sorted(r.status_code for r in responses) == [201, 409]
-    assert [h.nickname async for h in Hero.objects.all()] in (["Twin"], ["TWIN"])
+    try:
+        responses = await asyncio.gather(create("Twin"), create("TWIN"))
+        assert sorted(r.status_code for r in responses) == [201, 409]
+        assert [h.nickname async for h in Hero.objects.all()] in (["Twin"], ["TWIN"])
+    finally:
+        # The worker threads' connections: PostgreSQL cannot drop the test database
+        # while they are open.
+        await sync_to_async(connections.close_all)()
 
 
 @pytest.mark.parametrize("case", DATA["invalid_create"], ids=lambda c: c["type"])

@@ -5,7 +5,7 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.management import CommandError, call_command
-from django.db import connection, connections
+from django.db import connection
 from django.test import AsyncClient
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -17,13 +17,7 @@ from .conftest import make_user
 HEROES = "/api/v1/heroes"
 CSRF_TOKEN = "a" * 32
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def close_connections():
-    yield
-    await sync_to_async(connections.close_all)()
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Configuration comes from the environment and fails early with one readable line."""
 
+import runpy
 import tomllib
 
 import pytest
@@ -9,6 +10,10 @@ from django.db import connection
 from heroes_site.settings import BASE_DIR, database_config
 
 from .conftest import manage
+
+BAD_DATABASE_URL = (
+    "DATABASE_URL must look like sqlite:///db.sqlite3 or postgres://USER:PASSWORD@HOST:5432/NAME"
+)
 
 
 def test_production_without_secret_key_fails_with_one_line():
@@ -20,33 +25,31 @@ def test_production_without_secret_key_fails_with_one_line():
     ]
 
 
+def test_malformed_database_url_fails_with_one_line():
+    result = manage("check", DATABASE_URL="postgres://user@host:port/db")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"Configuration error: {BAD_DATABASE_URL}"]
+
+
 @pytest.mark.parametrize(
     "url", ["nonsense", "mysql://user@host/db", "postgres://user@host:port/db", "postgres://"]
 )
-def test_malformed_database_url_fails_with_one_line(url):
-    result = manage("check", DATABASE_URL=url)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        "Configuration error: DATABASE_URL must look like sqlite:///db.sqlite3 or "
-        "postgres://USER:PASSWORD@HOST:5432/NAME"
-    ]
+def test_malformed_database_urls_are_refused(url):
+    with pytest.raises(ImproperlyConfigured) as caught:
+        database_config(url)
+    assert str(caught.value) == BAD_DATABASE_URL
 
 
-def test_production_settings_pass_check():
-    result = manage(
-        "check", DEBUG="False", SECRET_KEY="x" * 60, DATABASE_URL="sqlite:///db.sqlite3"
-    )
-    assert result.returncode == 0, result.stderr
+def load_settings(monkeypatch, **env: str) -> dict:
+    """The settings module's values for this environment, read afresh in-process."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(BASE_DIR / "heroes_site" / "settings.py"))
 
 
-def test_settings_come_from_the_environment():
-    result = manage(
-        "shell",
-        "--no-imports",
-        "-c",
-        "from django.conf import settings as s; "
-        "print(s.PROJECT_NAME, s.VERSION, s.DESCRIPTION, s.API_V1_PREFIX, s.ALLOWED_HOSTS, "
-        "s.CSRF_TRUSTED_ORIGINS, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE)",
+def test_settings_come_from_the_environment(monkeypatch):
+    settings = load_settings(
+        monkeypatch,
         DEBUG="False",
         SECRET_KEY="x" * 60,
         PROJECT_NAME="Guild",
@@ -55,25 +58,45 @@ def test_settings_come_from_the_environment():
         API_V1_PREFIX="/api/v2",
         ALLOWED_HOSTS="heroes.example.com,api.example.com",
         CSRF_TRUSTED_ORIGINS="https://heroes.example.com",
+        LOG_FORMAT="json",
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        "Guild 9.9.9 Our guild. /api/v2 ['heroes.example.com', 'api.example.com'] "
-        "['https://heroes.example.com'] True True"
+    assert (
+        settings["PROJECT_NAME"],
+        settings["VERSION"],
+        settings["DESCRIPTION"],
+        settings["API_V1_PREFIX"],
+        settings["ALLOWED_HOSTS"],
+        settings["CSRF_TRUSTED_ORIGINS"],
+        settings["LOGGING"]["handlers"]["console"]["formatter"],
+    ) == (
+        "Guild",
+        "9.9.9",
+        "Our guild.",
+        "/api/v2",
+        ["heroes.example.com", "api.example.com"],
+        ["https://heroes.example.com"],
+        "json",
     )
+    # HTTPS follows DEBUG: on in production.
+    assert settings["SECURE_SSL_REDIRECT"] and settings["SESSION_COOKIE_SECURE"]
+    assert settings["SECURE_HSTS_SECONDS"] > 0
 
 
-def test_https_can_be_turned_off_for_local_production_runs():
-    result = manage(
-        "shell",
-        "--no-imports",
-        "-c",
-        "from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.DEBUG)",
-        DEBUG="False",
-        SECRET_KEY="x" * 60,
-        HTTPS="False",
-    )
-    assert result.stdout.strip() == "False False", result.stderr
+def test_https_can_be_turned_off_for_local_production_runs(monkeypatch):
+    settings = load_settings(monkeypatch, DEBUG="False", SECRET_KEY="x" * 60, HTTPS="False")
+    assert settings["DEBUG"] is False
+    assert "SECURE_SSL_REDIRECT" not in settings
+
+
+def test_development_needs_no_secret_key(monkeypatch):
+    settings = load_settings(monkeypatch, DEBUG="True", SECRET_KEY="")
+    assert settings["SECRET_KEY"]
+    assert "SECURE_SSL_REDIRECT" not in settings
+
+
+def test_unknown_log_format_is_refused(monkeypatch):
+    with pytest.raises(ImproperlyConfigured, match="LOG_FORMAT"):
+        load_settings(monkeypatch, LOG_FORMAT="xml")
 
 
 def test_sqlite_path_is_relative_to_the_repo_root():
@@ -101,16 +124,9 @@ def test_malformed_url_error_does_not_echo_the_password():
     assert "s3cr3t" not in str(caught.value)
 
 
-def test_version_defaults_to_the_package_version():
-    result = manage(
-        "shell",
-        "--no-imports",
-        "-c",
-        "from django.conf import settings as s; print(s.VERSION)",
-        VERSION="",
-    )
+def test_version_defaults_to_the_package_version(monkeypatch):
     pyproject = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())
-    assert result.stdout.strip() == pyproject["project"]["version"], result.stderr
+    assert load_settings(monkeypatch, VERSION="")["VERSION"] == pyproject["project"]["version"]
 
 
 @pytest.mark.django_db
