@@ -1,5 +1,7 @@
-"""The site's own middleware. All of it is async, so under ASGI a request crosses it
-without a hop to a worker thread."""
+"""The site's middleware, all of it able to run on the event loop, so under ASGI a
+request crosses it without a hop to a worker thread. Django's own middleware gets
+event-loop twins at the end of this module, which heroes_site.asgi loads in place
+of the originals."""
 
 import logging
 import re
@@ -7,9 +9,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware import clickjacking, common, csrf, security
 from django.template.loader import render_to_string
 from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
@@ -123,3 +130,78 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         # database (the session, the user) and fail again.
         page = render_to_string("503.html", {"PROJECT_NAME": settings.PROJECT_NAME})
         return HttpResponse(page, status=503, headers={"Retry-After": "5"})
+
+
+def on_event_loop(middleware: type[MiddlewareMixin]) -> type[MiddlewareMixin]:
+    """Django's `middleware`, with its hooks run on the event loop under ASGI.
+
+    Django runs a sync middleware's process_request/process_view/process_response in
+    a worker thread on every request; for hooks that only look at headers and cookies
+    the thread hop costs more than the hook. Only for middleware whose hooks do no
+    I/O: Django raises SynchronousOnlyOperation if one reaches the database anyway.
+    Under WSGI (and Django's test Client) the middleware runs as it always does.
+    """
+
+    class OnEventLoop(middleware):
+        async def __acall__(self, request: HttpRequest) -> HttpResponse:
+            response = None
+            if hasattr(self, "process_request"):
+                response = self.process_request(request)
+            response = response or await self.get_response(request)
+            if hasattr(self, "process_response"):
+                response = self.process_response(request, response)
+            return response
+
+        if hasattr(middleware, "process_view"):
+
+            async def process_view(self, request, view, args, kwargs) -> HttpResponse | None:
+                return super().process_view(request, view, args, kwargs)
+
+    OnEventLoop.__name__ = OnEventLoop.__qualname__ = middleware.__name__
+    return OnEventLoop
+
+
+SecurityMiddleware = on_event_loop(security.SecurityMiddleware)
+CommonMiddleware = on_event_loop(common.CommonMiddleware)
+CsrfViewMiddleware = on_event_loop(csrf.CsrfViewMiddleware)
+AuthenticationMiddleware = on_event_loop(auth.AuthenticationMiddleware)  # request.user is lazy
+XFrameOptionsMiddleware = on_event_loop(clickjacking.XFrameOptionsMiddleware)
+
+
+class SessionMiddleware(sessions.SessionMiddleware):
+    """Django's, saving the session in a thread only when the request touched it."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        self.process_request(request)  # a lazy SessionStore: no query yet
+        response = await self.get_response(request)
+        if not request.session.accessed:
+            return response  # process_response would do nothing
+        return await sync_to_async(self.process_response)(request, response)
+
+
+class MessageMiddleware(messages.MessageMiddleware):
+    """Django's, storing messages (in the session) in a thread only when there are some."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        self.process_request(request)  # lazy storage
+        response = await self.get_response(request)
+        storage = request._messages
+        if not (storage.used or storage.added_new):
+            return response  # process_response would store nothing
+        return await sync_to_async(self.process_response)(request, response)
+
+
+# settings.MIDDLEWARE names Django's classes (the deployment checks look for those
+# names); heroes_site.asgi loads these twins in their place.
+EVENT_LOOP_TWINS = {
+    f"{twin.__bases__[0].__module__}.{twin.__name__}": f"{__name__}.{twin.__name__}"
+    for twin in [
+        SecurityMiddleware,
+        SessionMiddleware,
+        CommonMiddleware,
+        CsrfViewMiddleware,
+        AuthenticationMiddleware,
+        MessageMiddleware,
+        XFrameOptionsMiddleware,
+    ]
+}
