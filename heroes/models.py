@@ -10,11 +10,13 @@ import datetime
 import hashlib
 import secrets
 import uuid
+from contextlib import nullcontext
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, router, transaction
 from django.db.models import Q
 from django.db.models.functions import Length, Lower, Trim
 from django.db.models.lookups import LessThanOrEqual
@@ -136,8 +138,12 @@ class Hero(models.Model):
             fields = kwargs.get("update_fields")
             fields = ("nickname", "role") if fields is None else fields
             kwargs["update_fields"] = {*fields, "updated_at"} - {"created_at"}
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        # In a transaction (the admin's, a test's), a savepoint keeps it usable after
+        # a clash; outside one, the INSERT or UPDATE is its own transaction.
+        in_transaction = transaction.get_connection(using).in_atomic_block
         try:
-            with transaction.atomic(using=kwargs.get("using")):
+            with transaction.atomic(using=using) if in_transaction else nullcontext():
                 super().save(*args, **kwargs)
         except IntegrityError as error:
             if UNIQUE_NICKNAME_CONSTRAINT in str(error):
@@ -223,15 +229,25 @@ class ApiToken(models.Model):
 
     @classmethod
     async def auser_for(cls, raw_token: str) -> AbstractBaseUser | None:
-        """The active user owning this unrevoked token, or None: one indexed query."""
-        token = (
-            await cls.objects.select_related("user")
-            .filter(key_hash=cls.hash(raw_token), revoked_at=None, user__is_active=True)
-            .afirst()
+        """The active user owning this unrevoked token, or None: one indexed query.
+
+        Written in SQL because it runs on every API write: building the same join
+        with the ORM cost twice as much CPU as running it.
+        """
+        user, token = get_user_model()._meta, cls._meta
+        touch_before = connection.ops.adapt_datetimefield_value(
+            timezone.now() - cls.LAST_USED_RESOLUTION
         )
-        if token is None:
-            return None
-        now = timezone.now()
-        if token.last_used_at is None or now - token.last_used_at >= cls.LAST_USED_RESOLUTION:
-            await cls.objects.filter(pk=token.pk).aupdate(last_used_at=now)
-        return token.user
+        # Only names from the models' metadata are formatted in; values are parameters.
+        sql = (
+            f"SELECT u.*, t.{token.pk.column} AS token_id, "  # noqa: S608
+            "(t.last_used_at IS NULL OR t.last_used_at < %s) AS token_needs_touch "
+            f"FROM {token.db_table} t JOIN {user.db_table} u ON u.{user.pk.column} = t.user_id "
+            "WHERE t.key_hash = %s AND t.revoked_at IS NULL AND u.is_active"
+        )
+        users = get_user_model().objects.raw(sql, [touch_before, cls.hash(raw_token)])
+        async for user in users:
+            if user.token_needs_touch:
+                await cls.objects.filter(pk=user.token_id).aupdate(last_used_at=timezone.now())
+            return user
+        return None
