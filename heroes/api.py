@@ -168,13 +168,7 @@ async def get_hero(request: HttpRequest, hero_id: UUID) -> Hero:
 )
 async def patch_hero(request: HttpRequest, hero_id: UUID, payload: HeroPatch) -> Hero:
     await require_permission(request, "heroes.change_hero")
-    hero = await Hero.objects.aget(pk=hero_id)
-    changes = payload.dict(exclude_unset=True)
-    if changes:
-        for field, value in changes.items():
-            setattr(hero, field, value)
-        await hero.asave(update_fields=changes)
-    return hero
+    return await Hero.objects.achange(hero_id, **payload.dict(exclude_unset=True))
 
 
 @router.delete(

@@ -12,6 +12,7 @@ import secrets
 import uuid
 from contextlib import nullcontext
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -72,6 +73,19 @@ class HeroQuerySet(models.QuerySet):
         if role:
             heroes = heroes.filter(role=role)
         return heroes.newest_first()
+
+    def change(self, pk: uuid.UUID, **changes: object) -> "Hero":
+        """Set some fields of the hero `pk` and save them; Hero.DoesNotExist if it is gone."""
+        hero = self.get(pk=pk)
+        if changes:
+            for field, value in changes.items():
+                setattr(hero, field, value)
+            hero.save(update_fields=changes)
+        return hero
+
+    async def achange(self, pk: uuid.UUID, **changes: object) -> "Hero":
+        # One trip to a sync thread for the read and the write, not one each.
+        return await sync_to_async(self.change)(pk, **changes)
 
 
 class Role(models.TextChoices):
