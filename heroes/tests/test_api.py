@@ -10,8 +10,9 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection, connections
 from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from heroes.models import Hero
+from heroes.models import ApiToken, Hero
 
 from .conftest import load_data
 
@@ -367,6 +368,28 @@ def test_list_query_count_does_not_grow_with_the_page_size(many_heroes):
         assert len(response.json()["results"]) == min(page_size, 30)
         counts.append(len(queries))
     assert counts == [1, 1]
+
+
+@pytest.mark.django_db
+def test_a_get_is_one_query_and_a_patch_three(hero, writer, writer_token):
+    writer.is_superuser = True  # whose permissions need no query
+    writer.save()
+    client = Client(headers={"Authorization": f"Bearer {writer_token}"})
+    ApiToken.objects.update(last_used_at=timezone.now())  # recently used: no write due
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(f"{HEROES}/{hero.uuid}").status_code == 200
+    assert len(queries) == 1
+    with CaptureQueriesContext(connection) as queries:
+        response = client.patch(f"{HEROES}/{hero.uuid}", {"role": "tank"}, "application/json")
+    assert response.status_code == 200
+    # The token check, the hero read and its update (inside this test's transaction,
+    # Hero.save adds a savepoint, which it does not outside one).
+    statements = [q["sql"].split()[0] for q in queries]
+    assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == [
+        "SELECT",
+        "SELECT",
+        "UPDATE",
+    ]
 
 
 # Errors outside the endpoints
