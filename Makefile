@@ -5,7 +5,7 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test outage serve bench screenshots superuser lint format
+.PHONY: install run test outage serve bench scale screenshots superuser lint format
 
 install:
 	uv sync --locked
@@ -40,6 +40,11 @@ outage: install .env
 # The API benchmark (bench/run.py): make serve's server on PostgreSQL, loaded by wrk.
 bench: install .env
 	uv run --locked python bench/run.py $(BENCH_ARGS)
+
+# The scale check (bench/scale.py): p50 of each list request at 10,000 and 1,000,000
+# heroes, and EXPLAIN of their queries. SCALE_ARGS, e.g. "--repeat 50 --keep".
+scale: install .env
+	uv run --locked python bench/scale.py $(SCALE_ARGS)
 
 # The README's pictures, taken by the browser tests' Chromium: docs/screenshots/*.png.
 screenshots: install .env

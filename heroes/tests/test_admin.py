@@ -7,8 +7,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from heroes.admin import HeroAdmin
 from heroes.forms import HeroForm
 from heroes.models import ApiToken, Hero
+from heroes.pagination import EstimatedCountPaginator
 
 pytestmark = pytest.mark.django_db
 
@@ -57,12 +59,57 @@ def test_changelist_filters_by_role(staff_client, heroes):
     assert 'href="?role__exact=tank"' in response.content.decode()
 
 
-def test_changelist_runs_a_single_count(staff_client, heroes):
+def hero_counts(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "hrs_heroes" in q["sql"]]
+
+
+def test_changelist_runs_a_single_capped_count(staff_client, heroes):
     with CaptureQueriesContext(connection) as queries:
         response = staff_client.get(CHANGELIST, {"q": "o"})
     assert response.status_code == 200
-    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    counts = hero_counts(queries)
     assert len(counts) == 1, counts
+    # COUNT(*) FROM (... LIMIT 1001): never more rows read than the limit.
+    assert f"LIMIT {EstimatedCountPaginator.count_limit + 1}" in counts[0]
+
+
+@pytest.fixture
+def small_pages(monkeypatch) -> None:
+    """Two heroes a page, and counts exact up to three heroes only."""
+    monkeypatch.setattr(HeroAdmin, "list_per_page", 2)
+    monkeypatch.setattr(EstimatedCountPaginator, "count_limit", 3)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="only PostgreSQL estimates; see the next test"
+)
+def test_changelist_shows_postgresqls_estimate_beyond_the_count_limit(
+    staff_client, heroes, small_pages
+):
+    with CaptureQueriesContext(connection) as queries:
+        response = staff_client.get(CHANGELIST, {"p": 2})
+    assert response.status_code == 200
+    assert changelist_nicknames(response) == [h.nickname for h in reversed(heroes)][2:4]
+    counts = hero_counts(queries)
+    assert counts and all("LIMIT 4" in sql for sql in counts), counts
+    cl = response.context["cl"]
+    assert cl.paginator.count_is_estimated
+    assert cl.result_count > 3
+    assert f"about {cl.result_count} heros" in response.content.decode()
+
+
+@pytest.mark.skipif(
+    connection.vendor == "postgresql", reason="PostgreSQL estimates; see the previous test"
+)
+def test_changelist_counts_exactly_beyond_the_count_limit_elsewhere(
+    staff_client, heroes, small_pages
+):
+    response = staff_client.get(CHANGELIST, {"p": 2})
+    assert changelist_nicknames(response) == [h.nickname for h in reversed(heroes)][2:4]
+    cl = response.context["cl"]
+    assert not cl.paginator.count_is_estimated
+    assert cl.result_count == len(heroes)
+    assert f"{len(heroes)} heros" in response.content.decode()
 
 
 def test_add_form_creates_a_hero(staff_client):
