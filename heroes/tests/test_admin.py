@@ -35,6 +35,13 @@ def test_staff_can_log_in_through_the_admin_login_form(client, staff_user):
     assert client.get(CHANGELIST).status_code == 200
 
 
+def test_admin_index_names_the_model_heroes(staff_client):
+    response = staff_client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    assert f'<a href="{CHANGELIST}">Heroes</a>' in response.content.decode()
+    assert "Heros" not in response.content.decode()
+
+
 def test_changelist_lists_newest_first_with_the_columns(staff_client, heroes):
     response = staff_client.get(CHANGELIST)
     assert response.status_code == 200
