@@ -10,7 +10,7 @@ from django.utils.functional import cached_property
 from django.views import generic
 
 from .forms import HeroForm, HeroSearchForm
-from .models import Hero, HeroQuerySet, NicknameTaken
+from .models import Hero, HeroQuerySet
 from .pagination import LookaheadPaginator
 
 
@@ -43,13 +43,9 @@ class HeroFormMixin(SuccessMessageMixin):
     form_class = HeroForm
 
     def form_valid(self, form: HeroForm) -> HttpResponse:
-        # Another writer can take the nickname between validation and save; the
-        # database constraint catches it, and save() says so.
-        try:
+        with form.reporting_nickname_taken():
             return super().form_valid(form)
-        except NicknameTaken as error:
-            form.add_error(None, error)
-            return self.form_invalid(form)
+        return self.form_invalid(form)
 
 
 class HeroCreateView(PermissionRequiredMixin, HeroFormMixin, generic.CreateView):

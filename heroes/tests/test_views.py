@@ -2,7 +2,6 @@
 
 import re
 import uuid
-from collections.abc import Callable
 
 import pytest
 from django.conf import settings
@@ -349,22 +348,6 @@ def test_create_shows_errors_next_to_the_field_and_keeps_typed_values(
     if fields["nickname"].strip():
         assert f'value="{fields["nickname"]}"' in content
     assert unchanged(heroes)
-
-
-@pytest.fixture
-def after_validation(monkeypatch):
-    """Make another writer act between a form's validation of a hero and its save."""
-
-    def another_writer(action: Callable[[Hero], object]) -> None:
-        validate_constraints = Hero.validate_constraints
-
-        def validate_then_act(hero: Hero, exclude=None) -> None:
-            validate_constraints(hero, exclude)
-            action(hero)
-
-        monkeypatch.setattr(Hero, "validate_constraints", validate_then_act)
-
-    return another_writer
 
 
 def test_create_reports_a_nickname_taken_between_validation_and_save(
