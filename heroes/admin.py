@@ -1,5 +1,8 @@
+from collections.abc import Callable
+
 from django.conf import settings
 from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
@@ -9,6 +12,14 @@ from .pagination import EstimatedCountPaginator
 
 admin.site.site_header = settings.PROJECT_NAME
 admin.site.site_title = settings.PROJECT_NAME
+
+
+class HeroNotSaved(Exception):
+    """The hero could not be saved; the form (now invalid) says why."""
+
+    def __init__(self, form: HeroForm) -> None:
+        super().__init__(form.errors)
+        self.form = form
 
 
 @admin.register(Hero)
@@ -24,6 +35,34 @@ class HeroAdmin(admin.ModelAdmin):
     # show_full_result_count all rows once more: both read the whole table at scale.
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except HeroNotSaved as not_saved:
+            # ModelAdmin has no hook to show a form again once save_model has failed,
+            # and its transaction is rolled back by now. So the view runs once more
+            # and get_form hands it the invalid form: it shows it, errors and all.
+            request.unsaved_hero_form = not_saved.form
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(
+        self, request: HttpRequest, obj: Hero | None = None, change: bool = False, **kwargs
+    ) -> Callable[..., HeroForm]:
+        if unsaved := getattr(request, "unsaved_hero_form", None):
+            return lambda *args, **kwargs: unsaved  # instead of a new form from the POST
+        return super().get_form(request, obj, change, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Hero, form: HeroForm, change: bool) -> None:
+        with form.reporting_nickname_taken():
+            return super().save_model(request, obj, form, change)
+        raise HeroNotSaved(form)
 
     def get_search_results(self, request, queryset, search_term):
         # The same nickname search as the HTML list and the API.

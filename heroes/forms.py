@@ -1,8 +1,11 @@
 """Forms of the hero pages and the admin. Validation is the model's (see models.py)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django import forms
 
-from .models import Hero, Role, validate_storable_text
+from .models import Hero, NicknameTaken, Role, validate_storable_text
 
 
 class HeroForm(forms.ModelForm):
@@ -19,6 +22,19 @@ class HeroForm(forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["role"].choices = [("", "No role"), *Role.choices]
+
+    @contextmanager
+    def reporting_nickname_taken(self) -> Iterator[None]:
+        """Save the hero within this block; if the nickname turns out to be taken,
+        the block ends early and the form is invalid, with the error on the field.
+
+        Another writer can take the nickname between validation and save; the
+        database constraint catches it, and Hero.save() raises NicknameTaken.
+        """
+        try:
+            yield
+        except NicknameTaken as error:
+            self.add_error(None, error)  # its "nickname" key puts it on the field
 
 
 class HeroSearchForm(forms.Form):

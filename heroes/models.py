@@ -108,6 +108,7 @@ class Hero(models.Model):
 
     class Meta:
         db_table = "hrs_heroes"
+        verbose_name_plural = "heroes"  # not Django's default "heros"
         ordering = ["-created_at", "-uuid"]
         constraints = [
             models.UniqueConstraint(

@@ -5,12 +5,13 @@ from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.messages.views import SuccessMessageMixin
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse_lazy
 from django.utils.functional import cached_property
 from django.views import generic
 
 from .forms import HeroForm, HeroSearchForm
-from .models import Hero, HeroQuerySet, NicknameTaken
+from .models import Hero, HeroQuerySet
 from .pagination import LookaheadPaginator
 
 
@@ -43,13 +44,9 @@ class HeroFormMixin(SuccessMessageMixin):
     form_class = HeroForm
 
     def form_valid(self, form: HeroForm) -> HttpResponse:
-        # Another writer can take the nickname between validation and save; the
-        # database constraint catches it, and save() says so.
-        try:
+        with form.reporting_nickname_taken():
             return super().form_valid(form)
-        except NicknameTaken as error:
-            form.add_error(None, error)
-            return self.form_invalid(form)
+        return self.form_invalid(form)
 
 
 class HeroCreateView(PermissionRequiredMixin, HeroFormMixin, generic.CreateView):
@@ -79,3 +76,15 @@ class HeroDeleteView(PermissionRequiredMixin, SuccessMessageMixin, generic.Delet
 
     def get_success_message(self, cleaned_data: dict) -> str:
         return self.success_message % {"nickname": self.object.nickname}
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:
+    """Django's CSRF failure view, with 403_csrf.html rendered only when it is sent.
+
+    Django's own view renders the page on the spot, inside the CSRF check, and the
+    page (base.html) loads the user from the database. That check runs on the event
+    loop under ASGI (heroes.middleware's twin) and in ninja's session auth, where a
+    query raises SynchronousOnlyOperation; Django renders a TemplateResponse in a
+    thread, and the API, which answers its own JSON 403, never renders it.
+    """
+    return TemplateResponse(request, "403_csrf.html", status=403)

@@ -148,6 +148,8 @@ AUTH_PASSWORD_VALIDATORS = [
     )
 ]
 
+CSRF_FAILURE_VIEW = "heroes.views.csrf_failure"  # templates/403_csrf.html
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "heroes:list"
 LOGOUT_REDIRECT_URL = "heroes:list"

@@ -3,7 +3,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,6 +90,22 @@ def fast_password_hashing(settings) -> None:
 def heroes(db) -> list[Hero]:
     """The heroes of data/heroes.json, saved oldest first (so newest is last)."""
     return [Hero.objects.create(**hero) for hero in load_data("heroes")["heroes"]]
+
+
+@pytest.fixture
+def after_validation(monkeypatch):
+    """Make another writer act between a form's validation of a hero and its save."""
+
+    def another_writer(action: Callable[[Hero], object]) -> None:
+        validate_constraints = Hero.validate_constraints
+
+        def validate_then_act(hero: Hero, exclude=None) -> None:
+            validate_constraints(hero, exclude)
+            action(hero)
+
+        monkeypatch.setattr(Hero, "validate_constraints", validate_then_act)
+
+    return another_writer
 
 
 @pytest.fixture

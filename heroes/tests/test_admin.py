@@ -2,6 +2,7 @@
 
 import pytest
 from django.conf import settings
+from django.contrib.admin.models import LogEntry
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -35,6 +36,13 @@ def test_staff_can_log_in_through_the_admin_login_form(client, staff_user):
     )
     assert response.status_code == 302
     assert client.get(CHANGELIST).status_code == 200
+
+
+def test_admin_index_names_the_model_heroes(staff_client):
+    response = staff_client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    assert f'<a href="{CHANGELIST}">Heroes</a>' in response.content.decode()
+    assert "Heros" not in response.content.decode()
 
 
 def test_changelist_lists_newest_first_with_the_columns(staff_client, heroes):
@@ -128,6 +136,41 @@ def test_add_form_shows_a_taken_nickname_next_to_the_field(staff_client, heroes)
         "nickname": ["A hero with this nickname already exists."]
     }
     assert Hero.objects.count() == len(heroes)
+
+
+def test_add_form_reports_a_nickname_taken_between_validation_and_save(
+    staff_client, heroes, after_validation
+):
+    after_validation(lambda hero: Hero.objects.create(nickname="ZED"))
+    response = staff_client.post(ADD, {"nickname": "Zed", "role": "tank"})
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors == {"nickname": ["A hero with this nickname already exists."]}
+    assert form["nickname"].value() == "Zed"  # what the user typed, to fix
+    assert "Please correct the error below." in response.content.decode()
+    # The admin's transaction was rolled back: nothing saved, nothing logged.
+    assert Hero.objects.count() == len(heroes)
+    assert not LogEntry.objects.exists()
+
+
+def test_change_form_reports_a_nickname_taken_at_save(staff_client, heroes, monkeypatch):
+    # As if the other hero got the nickname after this form was validated.
+    monkeypatch.setattr(Hero, "validate_constraints", lambda hero, exclude=None: None)
+    hero = heroes[0]
+    url = reverse("admin:heroes_hero_change", args=[hero.pk])
+    response = staff_client.post(url, {"nickname": "MYSTRA", "role": ""})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "nickname": ["A hero with this nickname already exists."]
+    }
+    assert response.context["original"] == hero
+    stored = Hero.objects.get(pk=hero.pk)
+    assert (stored.nickname, stored.role, stored.updated_at) == (
+        hero.nickname,
+        hero.role,
+        hero.updated_at,
+    )
+    assert not LogEntry.objects.exists()
 
 
 def test_add_form_rejects_an_unknown_role(staff_client):

@@ -94,6 +94,20 @@ def test_a_form_post_without_its_csrf_token_is_refused(writer):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_logged_in_form_post_without_its_csrf_token_gets_the_form_expired_page(writer):
+    browser = Browser()
+    token = browser.csrf_token("/accounts/login/")
+    login = {"username": "writer", "password": "writer-pass-123", "csrfmiddlewaretoken": token}
+    assert browser.request("POST", "/accounts/login/", login)[0] == 302
+    # The page shows the user, whom the failure view must not load on the event loop.
+    status, _, page = browser.request("POST", "/heroes/new/", {"nickname": "Asgi Ace"})
+    assert status == 403
+    assert "<h1>This form has expired</h1>" in page
+    assert "writer" in page
+    assert not Hero.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_log_in_create_a_hero_and_see_the_message(writer):
     browser = Browser()
     token = browser.csrf_token("/accounts/login/")

@@ -2,7 +2,6 @@
 
 import re
 import uuid
-from collections.abc import Callable
 
 import pytest
 from django.conf import settings
@@ -291,6 +290,32 @@ def test_writes_need_a_csrf_token(staff_user, heroes, url_of, action):
     assert not unchanged(heroes)
 
 
+@pytest.mark.parametrize(
+    ("referer", "link"),
+    [
+        ("http://testserver/heroes/new/", "http://testserver/heroes/new/"),
+        ("https://evil.example.com/heroes/new/", None),  # never a link to another site
+        (None, None),
+    ],
+)
+def test_a_post_without_csrf_token_gets_the_form_expired_page(writer, referer, link):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(writer)
+    headers = {"Referer": referer} if referer else {}
+    response = client.post(CREATE, {"nickname": "Zed", "role": ""}, headers=headers)
+    assert response.status_code == 403
+    assert [t.name for t in response.templates][:2] == ["403_csrf.html", "base.html"]
+    content = response.content.decode()
+    assert title("Form expired") in content
+    assert "<h1>This form has expired</h1>" in content
+    assert "Nothing was saved." in content
+    assert "writer" in content  # base.html's header, with the user's context
+    back = re.search(r'<a [^>]*href="([^"]*)">Back to the form</a>', content)
+    assert (back and back[1]) == link
+    assert f'<a href="{LIST}">← All heroes</a>' in content
+    assert not Hero.objects.exists()
+
+
 # Creating
 
 
@@ -349,22 +374,6 @@ def test_create_shows_errors_next_to_the_field_and_keeps_typed_values(
     if fields["nickname"].strip():
         assert f'value="{fields["nickname"]}"' in content
     assert unchanged(heroes)
-
-
-@pytest.fixture
-def after_validation(monkeypatch):
-    """Make another writer act between a form's validation of a hero and its save."""
-
-    def another_writer(action: Callable[[Hero], object]) -> None:
-        validate_constraints = Hero.validate_constraints
-
-        def validate_then_act(hero: Hero, exclude=None) -> None:
-            validate_constraints(hero, exclude)
-            action(hero)
-
-        monkeypatch.setattr(Hero, "validate_constraints", validate_then_act)
-
-    return another_writer
 
 
 def test_create_reports_a_nickname_taken_between_validation_and_save(
