@@ -15,10 +15,11 @@ admin.site.site_title = settings.PROJECT_NAME
 
 
 class HeroNotSaved(Exception):
-    """The hero could not be saved; the form (now invalid) says why."""
+    """The hero could not be saved: the form (now invalid) says why, or, without a
+    form, the hero was deleted meanwhile."""
 
-    def __init__(self, form: HeroForm) -> None:
-        super().__init__(form.errors)
+    def __init__(self, form: HeroForm | None) -> None:
+        super().__init__(form.errors if form else "deleted meanwhile")
         self.form = form
 
 
@@ -48,7 +49,8 @@ class HeroAdmin(admin.ModelAdmin):
         except HeroNotSaved as not_saved:
             # ModelAdmin has no hook to show a form again once save_model has failed,
             # and its transaction is rolled back by now. So the view runs once more
-            # and get_form hands it the invalid form: it shows it, errors and all.
+            # and get_form hands it the invalid form: it shows it, errors and all. A
+            # hero deleted meanwhile is no longer found: the admin says so itself.
             request.unsaved_hero_form = not_saved.form
             return super().changeform_view(request, object_id, form_url, extra_context)
 
@@ -60,8 +62,11 @@ class HeroAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Hero, form: HeroForm, change: bool) -> None:
-        with form.reporting_nickname_taken():
-            return super().save_model(request, obj, form, change)
+        try:
+            with form.reporting_nickname_taken():
+                return super().save_model(request, obj, form, change)
+        except Hero.DoesNotExist:
+            raise HeroNotSaved(None) from None
         raise HeroNotSaved(form)
 
     def get_search_results(self, request, queryset, search_term):

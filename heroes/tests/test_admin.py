@@ -1,5 +1,6 @@
 """Staff edit heroes in the Django admin."""
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
@@ -103,7 +104,7 @@ def test_changelist_shows_postgresqls_estimate_beyond_the_count_limit(
     cl = response.context["cl"]
     assert cl.paginator.count_is_estimated
     assert cl.result_count > 3
-    assert f"about {cl.result_count} heros" in response.content.decode()
+    assert f"about {cl.result_count} heroes" in response.content.decode()
 
 
 @pytest.mark.skipif(
@@ -117,7 +118,7 @@ def test_changelist_counts_exactly_beyond_the_count_limit_elsewhere(
     cl = response.context["cl"]
     assert not cl.paginator.count_is_estimated
     assert cl.result_count == len(heroes)
-    assert f"{len(heroes)} heros" in response.content.decode()
+    assert f"{len(heroes)} heroes" in response.content.decode()
 
 
 def test_add_form_creates_a_hero(staff_client):
@@ -170,6 +171,29 @@ def test_change_form_reports_a_nickname_taken_at_save(staff_client, heroes, monk
         hero.role,
         hero.updated_at,
     )
+    assert not LogEntry.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs a second connection to the test database"
+)
+def test_change_form_of_a_hero_deleted_meanwhile_says_so(staff_client, heroes, after_validation):
+    def delete_elsewhere(hero: Hero) -> None:
+        # Another writer, on its own connection, deletes the hero and commits.
+        db = connection.settings_dict
+        with psycopg.connect(
+            dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"], autocommit=True
+        ) as other:
+            other.execute("DELETE FROM hrs_heroes WHERE uuid = %s", [hero.pk])
+
+    hero = heroes[0]
+    after_validation(delete_elsewhere)
+    url = reverse("admin:heroes_hero_change", args=[hero.pk])
+    response = staff_client.post(url, {"nickname": "Back Again", "role": ""}, follow=True)
+    assert response.redirect_chain[0][1] == 302
+    assert "exist. Perhaps it was deleted?" in response.content.decode()
+    assert not Hero.objects.filter(pk=hero.pk).exists()  # not re-created
     assert not LogEntry.objects.exists()
 
 
