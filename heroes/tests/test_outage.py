@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, manage
 
 pytestmark = pytest.mark.outage
 
@@ -126,26 +126,21 @@ def test_database_outage_drill(cluster, tmp_path):
         "DATABASE_POOL_TIMEOUT": "3",
     }
 
-    def manage(*args: str) -> str:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+    def run(*args: str) -> str:
+        result = manage(*args, **env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
 
-    manage("migrate", "--no-input")
-    manage("collectstatic", "--no-input")
-    manage(
+    run("migrate", "--no-input")
+    run("collectstatic", "--no-input")
+    run(
         "shell",
         "--no-imports",
         "-c",
         "from django.contrib.auth import get_user_model; "
         "get_user_model().objects.create_superuser('drill', password=None)",
     )
-    token = manage("create_api_token", "drill").strip().splitlines()[-1]
+    token = run("create_api_token", "drill").strip().splitlines()[-1]
 
     created: list[str] = []
     failures: list[int] = []
