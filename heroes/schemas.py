@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from ninja import Field, Schema
-from pydantic import AfterValidator, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from .models import NICKNAME_MAX_LENGTH, Role, validate_storable_text
 
@@ -51,7 +51,11 @@ class HeroPatch(Schema):
     role: Role | None = None
 
 
-class HeroRead(Schema):
+class HeroRead(BaseModel):
+    # A plain pydantic model read from the Hero's attributes by pydantic's own code:
+    # ninja's Schema goes through a Python getter for every field of every hero.
+    model_config = ConfigDict(from_attributes=True)
+
     uuid: UUID
     nickname: str
     role: Role | None
