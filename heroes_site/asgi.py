@@ -3,6 +3,7 @@
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
 
 import django
 from asgiref.sync import ThreadSensitiveContext
@@ -14,25 +15,34 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heroes_site.settings")
 
 
 class ASGIHandler(DjangoASGIHandler):
-    """Django's ASGI handler, lending each request a sync thread from a free list.
+    """Django's ASGI handler, with two costs of its own removed.
 
-    Django runs a request's sync work (each async ORM call, sync middleware, its
-    request_started/finished signals) on one thread of its own, started for the
-    request and stopped after it; on small API requests starting that thread was the
-    largest single cost. Here the one-thread executors are kept and lent again. It
-    is still one request, one thread at a time, so the request's database connection
-    goes back to the pool at its end exactly as before.
+    - Django runs each hook of a sync-style middleware (process_request,
+      process_response, process_view) in a worker thread, one hop per hook and
+      request; the hooks of Django's own middleware only read headers and cookies, so
+      the hops cost more than the hooks. settings.MIDDLEWARE keeps Django's names (the
+      deployment checks look for them); this handler loads their event-loop twins from
+      heroes.middleware in their place.
+    - Django gives each request a thread of its own for its sync work (each async ORM
+      call, the request signals), and at the end of the request joins that thread,
+      blocking the event loop meanwhile. Here the thread is let go instead: it ends
+      by itself once its last call is done. (Reusing the threads across requests was
+      faster still on average, but left some requests waiting for up to a second.)
     """
 
-    max_idle_executors = 64
-
-    def __init__(self) -> None:
-        self.idle_executors: list[ThreadPoolExecutor] = []
-        super().__init__()
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)  # Django refuses it
+        # Still one thread per request, so the request's database connection goes back
+        # to the pool when the request ends, as with Django's handler.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            executor.shutdown(wait=False)
 
     def load_middleware(self, is_async: bool = False) -> None:
-        """settings.MIDDLEWARE, with Django's classes swapped for their event-loop
-        twins from heroes.middleware (same behaviour, no thread hop per hook)."""
         configured = settings.MIDDLEWARE
         settings.MIDDLEWARE = [EVENT_LOOP_TWINS.get(path, path) for path in configured]
         try:
@@ -40,28 +50,14 @@ class ASGIHandler(DjangoASGIHandler):
         finally:
             settings.MIDDLEWARE = configured  # only while the chain is built, at startup
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await super().__call__(scope, receive, send)  # Django refuses it
-        executor = (
-            self.idle_executors.pop()
-            if self.idle_executors
-            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
-        )
-        try:
-            async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
-        finally:
-            if len(self.idle_executors) < self.max_idle_executors:
-                self.idle_executors.append(executor)
-            else:
-                executor.shutdown(wait=False)
-
 
 try:
     django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
     from heroes.middleware import EVENT_LOOP_TWINS  # needs the apps loaded
 
     application = ASGIHandler()
+    # The API, the pages and the admin load now, not on the first request: a mistake
+    # shows at start-up, and gunicorn's post_worker_init finds them loaded.
+    import_module(settings.ROOT_URLCONF)
 except ImproperlyConfigured as error:
     sys.exit(f"Configuration error: {error}")

