@@ -135,14 +135,21 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         return HttpResponse(page, status=503, headers={"Retry-After": "5"})
 
 
-def on_event_loop(middleware: type[MiddlewareMixin]) -> type[MiddlewareMixin]:
+def on_event_loop(
+    middleware: type[MiddlewareMixin],
+    *,
+    writes_when: Callable[[HttpRequest], bool] | None = None,
+) -> type[MiddlewareMixin]:
     """Django's `middleware`, with its hooks run on the event loop under ASGI.
 
     Django runs a sync middleware's process_request/process_view/process_response in
     a worker thread on every request; for hooks that only look at headers and cookies
     the thread hop costs more than the hook. Only for middleware whose hooks do no
     I/O: Django raises SynchronousOnlyOperation if one reaches the database anyway.
-    Under WSGI (and Django's test Client) the middleware runs as it always does.
+    A process_response that may write to the database gets `writes_when(request)`:
+    it runs in a thread when that is true and is skipped (it would do nothing)
+    otherwise. Under WSGI (and Django's test Client) the middleware runs as it
+    always does.
     """
 
     class OnEventLoop(middleware):
@@ -151,8 +158,12 @@ def on_event_loop(middleware: type[MiddlewareMixin]) -> type[MiddlewareMixin]:
             if hasattr(self, "process_request"):
                 response = self.process_request(request)
             response = response or await self.get_response(request)
-            if hasattr(self, "process_response"):
-                response = self.process_response(request, response)
+            if not hasattr(self, "process_response"):
+                return response
+            if writes_when is None:
+                return self.process_response(request, response)
+            if writes_when(request):
+                return await sync_to_async(self.process_response)(request, response)
             return response
 
         if hasattr(middleware, "process_view"):
@@ -165,33 +176,18 @@ def on_event_loop(middleware: type[MiddlewareMixin]) -> type[MiddlewareMixin]:
 
 
 SecurityMiddleware = on_event_loop(security.SecurityMiddleware)
+# The session and the messages are lazy: nothing is read before a view asks.
+SessionMiddleware = on_event_loop(
+    sessions.SessionMiddleware, writes_when=lambda request: request.session.accessed
+)
 CommonMiddleware = on_event_loop(common.CommonMiddleware)
 CsrfViewMiddleware = on_event_loop(csrf.CsrfViewMiddleware)
 AuthenticationMiddleware = on_event_loop(auth.AuthenticationMiddleware)  # request.user is lazy
+MessageMiddleware = on_event_loop(
+    messages.MessageMiddleware,
+    writes_when=lambda request: request._messages.used or request._messages.added_new,
+)
 XFrameOptionsMiddleware = on_event_loop(clickjacking.XFrameOptionsMiddleware)
-
-
-class SessionMiddleware(sessions.SessionMiddleware):
-    """Django's, saving the session in a thread only when the request touched it."""
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        self.process_request(request)  # a lazy SessionStore: no query yet
-        response = await self.get_response(request)
-        if not request.session.accessed:
-            return response  # process_response would do nothing
-        return await sync_to_async(self.process_response)(request, response)
-
-
-class MessageMiddleware(messages.MessageMiddleware):
-    """Django's, storing messages (in the session) in a thread only when there are some."""
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        self.process_request(request)  # lazy storage
-        response = await self.get_response(request)
-        storage = request._messages
-        if not (storage.used or storage.added_new):
-            return response  # process_response would store nothing
-        return await sync_to_async(self.process_response)(request, response)
 
 
 # settings.MIDDLEWARE names Django's classes (the deployment checks look for those
