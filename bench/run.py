@@ -13,7 +13,6 @@ import argparse
 import os
 import platform
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg
+from common import production_env, recreate_database
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -63,22 +62,13 @@ def main() -> None:
     args = parser.parse_args()
 
     wrk = ensure_wrk()
-    server = os.environ.get("BENCH_SERVER", "postgres://postgres@127.0.0.1:5432")
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS heroes_bench WITH (FORCE)")
-        admin.execute("CREATE DATABASE heroes_bench")
+    database_url = recreate_database("heroes_bench")
     work = Path(tempfile.mkdtemp(prefix="heroes-bench-"))
     env = {
-        **os.environ,
-        "DATABASE_URL": f"{server}/heroes_bench",
-        "DEBUG": "False",
-        "HTTPS": "False",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "STATIC_ROOT": str(work / "static"),
+        **production_env(work, allowed_hosts="127.0.0.1,localhost"),
+        "DATABASE_URL": database_url,
         "PORT": str(args.port),
         "WEB_CONCURRENCY": str(args.workers),
-        "LOG_LEVEL": "WARNING",  # a log line per request would be part of the measure
     }
 
     def manage(*command: str) -> str:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import drop_database, production_env, recreate_database
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -145,19 +146,8 @@ def main() -> None:
         print(json.dumps(measure(args.repeat)))
         return
 
-    import psycopg
-
-    server = os.environ.get("BENCH_SERVER", "postgres://postgres@127.0.0.1:5432")
     work = Path(tempfile.mkdtemp(prefix="heroes-scale-"))
-    env = {
-        **os.environ,
-        "DEBUG": "False",
-        "HTTPS": "False",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "testserver",
-        "STATIC_ROOT": str(work / "static"),
-        "LOG_LEVEL": "WARNING",  # a log line per request would be part of the measure
-    }
+    env = production_env(work, allowed_hosts="testserver")
 
     def run(*command: str, **extra: str) -> str:
         return subprocess.run(
@@ -175,10 +165,7 @@ def main() -> None:
     try:
         for size in args.sizes:
             name = f"heroes_scale_{label(size)}"
-            with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-                admin.execute(f"CREATE DATABASE {name}")
-            database = {"DATABASE_URL": f"{server}/{name}"}
+            database = {"DATABASE_URL": recreate_database(name)}
             run("manage.py", "migrate", "--no-input", **database)
             started = time.monotonic()
             run("bench/seed.py", "--count", str(size), **database)
@@ -187,8 +174,7 @@ def main() -> None:
             output = run("bench/scale.py", "--measure", "--repeat", str(args.repeat), **database)
             results[size] = json.loads(output)
             if not args.keep:
-                with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-                    admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+                drop_database(name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args.repeat)
