@@ -2,10 +2,13 @@
 PostgreSQL, loaded by wrk at 32 connections for 10 s per scenario.
 
     make bench              # or: uv run python bench/run.py --seconds 10 --heroes 10000
+    make bench BENCH_ARGS="--stack seed"    # the same load on the seed stack
 
 It installs wrk (Debian's package) when missing, creates the database `heroes_bench`
 on the server of BENCH_SERVER (default postgres://postgres@127.0.0.1:5432), seeds
 heroes, issues an API token and prints req/s, p50, p99 and errors per scenario.
+`--stack seed` loads the article's FastAPI + SQLModel + asyncpg service instead
+(bench/seed_stack.py, database `seed_bench`), to compare both on the same machine.
 A benchmark, not a test: the figures depend on the machine.
 """
 
@@ -51,37 +54,16 @@ def parse_wrk(output: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--heroes", type=int, default=10_000)
-    parser.add_argument("--port", type=int, default=8200)
-    parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS)
-    args = parser.parse_args()
-
-    wrk = ensure_wrk()
-    database_url = recreate_database("heroes_bench")
-    work = Path(tempfile.mkdtemp(prefix="heroes-bench-"))
-    env = {
+def bench_env(work: Path, database_url: str, args: argparse.Namespace) -> dict[str, str]:
+    return {
         **production_env(work, allowed_hosts="127.0.0.1,localhost"),
         "DATABASE_URL": database_url,
         "PORT": str(args.port),
         "WEB_CONCURRENCY": str(args.workers),
     }
 
-    def manage(*command: str) -> str:
-        return subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
 
-    manage("migrate", "--no-input")
+def seed_heroes(env: dict[str, str], args: argparse.Namespace, work: Path) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -95,6 +77,24 @@ def main() -> None:
         env=env,
         check=True,
     )
+
+
+def start_heroes(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen, str]:
+    """Our app, as `make serve` runs it; returns the server and an API token."""
+    env = bench_env(work, recreate_database("heroes_bench"), args)
+
+    def manage(*command: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    manage("migrate", "--no-input")
+    seed_heroes(env, args, work)
     manage(
         "shell",
         "--no-imports",
@@ -103,21 +103,62 @@ def main() -> None:
         "get_user_model().objects.create_superuser('bench', password=None)",
     )
     token = manage("create_api_token", "bench").strip().splitlines()[-1]
+    command = [sys.executable, "-m", "gunicorn", "-c", "heroes_site/gunicorn.conf.py"]
+    return serve([*command, "heroes_site.asgi:application"], env, work), token
 
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "heroes_site/gunicorn.conf.py",
-            "heroes_site.asgi:application",
-        ],
+
+def start_seed_stack(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen, str]:
+    """The seed stack, in a throwaway environment of its own; it takes no token."""
+    env = bench_env(work, recreate_database("seed_bench"), args)
+    seed_python = ["uv", "run", "--no-project", "--with-requirements", "bench/seed_stack.txt"]
+    subprocess.run(
+        [*seed_python, "python", "bench/seed_stack.py", "create-tables"],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
+    seed_heroes(env, args, work)
+    gunicorn = [
+        *seed_python,
+        "gunicorn",
+        "--workers",
+        str(args.workers),
+        "--worker-class",
+        "uvicorn_worker.UvicornWorker",
+        "--bind",
+        f"127.0.0.1:{args.port}",
+        "--chdir",
+        "bench",
+        "seed_stack:app",
+    ]
+    return serve(gunicorn, env, work), "unused"
+
+
+def serve(command: list[str], env: dict[str, str], work: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(work / "server.log").open("w"),
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--heroes", type=int, default=10_000)
+    parser.add_argument("--port", type=int, default=8200)
+    parser.add_argument("--stack", choices=["heroes", "seed"], default="heroes")
+    parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS)
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    work = Path(tempfile.mkdtemp(prefix="heroes-bench-"))
+    start = start_seed_stack if args.stack == "seed" else start_heroes
+    server, token = start(args, work)
     base = f"http://127.0.0.1:{args.port}"
     try:
         for _ in range(100):
@@ -132,7 +173,7 @@ def main() -> None:
             [*command, "-d3s", "-s", str(BENCH / "get.lua"), base], env=wrk_env, capture_output=True
         )
         print(
-            f"\n{platform.node()}: {os.cpu_count()} CPUs, {args.workers} workers, "
+            f"\n{args.stack} on {platform.node()}: {os.cpu_count()} CPUs, {args.workers} workers, "
             f"{args.connections} connections, {args.seconds} s per scenario, {args.heroes:,} heroes"
         )
         print(f"{'scenario':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>10}")
@@ -151,8 +192,8 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=30)
+        server.terminate()
+        server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 
