@@ -257,7 +257,8 @@ class ApiToken(models.Model):
         sql = (
             f"SELECT u.*, t.{token.pk.column} AS token_id, "  # noqa: S608
             "(t.last_used_at IS NULL OR t.last_used_at < %s) AS token_needs_touch "
-            f"FROM {token.db_table} t JOIN {user.db_table} u ON u.{user.pk.column} = t.user_id "
+            f"FROM {token.db_table} t "
+            f"JOIN {user.db_table} u ON u.{user.pk.column} = t.{token.get_field('user').column} "
             "WHERE t.key_hash = %s AND t.revoked_at IS NULL AND u.is_active"
         )
         users = get_user_model().objects.raw(sql, [touch_before, cls.hash(raw_token)])
