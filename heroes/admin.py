@@ -1,26 +1,16 @@
-from collections.abc import Callable
-
 from django.conf import settings
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from .forms import HeroForm
-from .models import ApiToken, Hero
+from .forms import HeroDeleteForm, HeroForm
+from .models import ApiToken, Hero, HeroNotSaved
 from .pagination import EstimatedCountPaginator
 
 admin.site.site_header = settings.PROJECT_NAME
 admin.site.site_title = settings.PROJECT_NAME
-
-
-class HeroNotSaved(Exception):
-    """The hero could not be saved: the form (now invalid) says why, or, without a
-    form, the hero was deleted meanwhile."""
-
-    def __init__(self, form: HeroForm | None) -> None:
-        super().__init__(form.errors if form else "deleted meanwhile")
-        self.form = form
 
 
 @admin.register(Hero)
@@ -30,12 +20,26 @@ class HeroAdmin(admin.ModelAdmin):
     list_filter = ["role"]
     search_fields = ["nickname"]
     readonly_fields = ["uuid", "created_at", "updated_at"]
-    fields = ["uuid", "nickname", "role", "created_at", "updated_at"]
+    # version: hidden, the version the form was opened on (see HeroForm).
+    fields = ["uuid", "nickname", "role", "created_at", "updated_at", "version"]
     ordering = ["-created_at", "-uuid"]
     # ChangeList counts the filtered rows on every page view, and with
     # show_full_result_count all rows once more: both read the whole table at scale.
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Hero | None:
+        hero = super().get_object(request, object_id, from_field)
+        if hero is None and request.method == "POST" and from_field is None:
+            # Even a hero deleted while its form was open: the form then says so,
+            # keeping the input. (super() found no hero, or no valid uuid: None.)
+            try:
+                return Hero.objects.for_editing(self.opts.pk.to_python(object_id))
+            except ValidationError:
+                return None
+        return hero
 
     def changeform_view(
         self,
@@ -46,28 +50,33 @@ class HeroAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except HeroNotSaved as not_saved:
-            # ModelAdmin has no hook to show a form again once save_model has failed,
-            # and its transaction is rolled back by now. So the view runs once more
-            # and get_form hands it the invalid form: it shows it, errors and all. A
-            # hero deleted meanwhile is no longer found: the admin says so itself.
-            request.unsaved_hero_form = not_saved.form
+        except HeroNotSaved:
+            # Another writer got there between validation and save_model (the hero
+            # changed or deleted, the nickname taken), and the admin's transaction is
+            # rolled back. ModelAdmin has no hook to show the form again after
+            # save_model; but that write is committed now, so validating the same
+            # POST once more reports it like any other error, with the input kept.
             return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def get_form(
-        self, request: HttpRequest, obj: Hero | None = None, change: bool = False, **kwargs
-    ) -> Callable[..., HeroForm]:
-        if unsaved := getattr(request, "unsaved_hero_form", None):
-            return lambda *args, **kwargs: unsaved  # instead of a new form from the POST
-        return super().get_form(request, obj, change, **kwargs)
-
-    def save_model(self, request: HttpRequest, obj: Hero, form: HeroForm, change: bool) -> None:
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
         try:
-            with form.reporting_nickname_taken():
-                return super().save_model(request, obj, form, change)
-        except Hero.DoesNotExist:
-            raise HeroNotSaved(None) from None
-        raise HeroNotSaved(form)
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as refusal:
+            # From delete_model, with the admin's transaction rolled back: show the
+            # confirmation again, now of the hero as it is, with the reason.
+            for message in refusal.messages:
+                self.message_user(request, message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_model(self, request: HttpRequest, obj: Hero) -> None:
+        # The confirmation page sends the version it showed (delete_confirmation.html);
+        # delete() refuses if the hero is no longer at it.
+        confirmation = HeroDeleteForm(request.POST, instance=obj)
+        if not confirmation.is_valid():
+            raise ValidationError(confirmation.errors.as_data())
+        obj.delete()
 
     def get_search_results(self, request, queryset, search_term):
         # The same nickname search as the HTML list and the API.

@@ -4,19 +4,25 @@ Reads are public. Writes need a bearer token (heroes.ApiToken) or a logged-in
 session with a CSRF token, and the matching heroes.*_hero permission. Errors keep the
 article's FastAPI shapes: `{"detail": "..."}`, and 422 `{"detail": [{"loc", "msg",
 "type"}]}`.
+
+A hero's `ETag` is its version (Hero.version), so HTTP conditional requests (RFC
+9110) work: `If-None-Match` on GET, `If-Match` on PATCH and DELETE.
 """
 
 import logging
+import re
 from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
-from ninja import NinjaAPI, Router, Status, renderers
+from django.utils.http import parse_etags
+from ninja import Header, NinjaAPI, Router, Status, renderers
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import CursorPagination, paginate
 from ninja.responses import NinjaJSONEncoder
@@ -24,7 +30,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
-from .models import NICKNAME_TAKEN_MESSAGE, ApiToken, Hero, NicknameTaken, Role
+from .models import NICKNAME_TAKEN_MESSAGE, ApiToken, Hero, HeroChanged, NicknameTaken, Role
 from .schemas import (
     HealthCheck,
     HeroCreate,
@@ -40,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 HERO_NOT_FOUND = "The hero hasn't been found!"
 HERO_DELETED = "The hero has been deleted!"
+HERO_CHANGED = "The hero has been changed since you read it."
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 
 
@@ -118,9 +125,61 @@ def database_is_up() -> bool:
     return True
 
 
+def etag(hero: Hero) -> str:
+    """The hero's entity tag: a strong validator, new with every write (Hero.version)."""
+    return f'"{hero.version}"'
+
+
+STRONG_ETAG = re.compile(r'"([1-9][0-9]{0,9})"')  # one of ours; W/"..." never matches
+
+
+def versions_in(if_match: str | None) -> list[int] | None:
+    """The hero versions an If-Match header accepts; None (any) without one or for `*`.
+
+    If-Match compares strongly, so a weak or foreign tag matches no version.
+    """
+    tags = parse_etags(if_match or "*")
+    if tags == ["*"]:
+        return None
+    return [int(m[1]) for tag in tags if (m := STRONG_ETAG.fullmatch(tag))]
+
+
+def is_current(if_none_match: str, hero: Hero) -> bool:
+    """Whether If-None-Match names the hero's current ETag (weakly compared) or is `*`."""
+    tags = parse_etags(if_none_match)
+    return tags == ["*"] or etag(hero) in (tag.removeprefix("W/") for tag in tags)
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description="ETags of the hero as read: the write happens only if one is still "
+        "current (else 412). `*`: any version.",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        description="ETags already held: 304, without a body, if one is current (or `*`).",
+    ),
+]
+
+
+def with_etag(status: int) -> dict:
+    """OpenAPI: the answer with this status carries the hero's ETag."""
+    header = {
+        "description": "The hero's version, for If-Match/If-None-Match.",
+        "schema": {"type": "string"},
+    }
+    return {"responses": {status: {"headers": {"ETag": header}}}}
+
+
 router = Router(tags=["heroes"])
 DENIED = {401: Message, 403: Message}
 REJECTED = {409: Message, 422: ValidationErrors}
+STALE = {412: Message}
 
 
 @router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
@@ -147,38 +206,64 @@ async def list_heroes(
 
 
 @router.post(
-    "/heroes", response={201: HeroRead, **DENIED, **REJECTED}, auth=WRITERS, url_name="create_hero"
+    "/heroes",
+    response={201: HeroRead, **DENIED, **REJECTED},
+    auth=WRITERS,
+    url_name="create_hero",
+    openapi_extra=with_etag(201),
 )
 async def create_hero(request: HttpRequest, payload: HeroCreate, response: HttpResponse) -> Status:
     await require_permission(request, "heroes.add_hero")
     hero = await Hero.objects.acreate(**payload.dict())
     response["Location"] = request.build_absolute_uri(reverse("api:get_hero", args=[hero.uuid]))
+    response["ETag"] = etag(hero)
     return Status(201, hero)
 
 
-@router.get("/heroes/{uuid:hero_id}", response={200: HeroRead, 404: Message}, url_name="get_hero")
-async def get_hero(request: HttpRequest, hero_id: UUID) -> Hero:
-    return await Hero.objects.aget(pk=hero_id)
+@router.get(
+    "/heroes/{uuid:hero_id}",
+    response={200: HeroRead, 304: None, 404: Message},
+    url_name="get_hero",
+    openapi_extra=with_etag(200),
+)
+async def get_hero(
+    request: HttpRequest, hero_id: UUID, response: HttpResponse, if_none_match: IfNoneMatch = None
+) -> Hero | HttpResponse:
+    hero = await Hero.objects.aget(pk=hero_id)
+    if if_none_match is not None and is_current(if_none_match, hero):
+        return HttpResponseNotModified(headers={"ETag": etag(hero)})
+    response["ETag"] = etag(hero)
+    return hero
 
 
 @router.patch(
     "/heroes/{uuid:hero_id}",
-    response={200: HeroRead, **DENIED, 404: Message, **REJECTED},
+    response={200: HeroRead, **DENIED, 404: Message, **REJECTED, **STALE},
     auth=WRITERS,
+    openapi_extra=with_etag(200),
 )
-async def patch_hero(request: HttpRequest, hero_id: UUID, payload: HeroPatch) -> Hero:
+async def patch_hero(
+    request: HttpRequest,
+    hero_id: UUID,
+    payload: HeroPatch,
+    response: HttpResponse,
+    if_match: IfMatch = None,
+) -> Hero:
     await require_permission(request, "heroes.change_hero")
-    return await Hero.objects.achange(hero_id, **payload.dict(exclude_unset=True))
+    changes = payload.dict(exclude_unset=True)
+    hero = await Hero.objects.achange(hero_id, changes, versions=versions_in(if_match))
+    response["ETag"] = etag(hero)
+    return hero
 
 
 @router.delete(
-    "/heroes/{uuid:hero_id}", response={200: StatusMessage, **DENIED, 404: Message}, auth=WRITERS
+    "/heroes/{uuid:hero_id}",
+    response={200: StatusMessage, **DENIED, 404: Message, **STALE},
+    auth=WRITERS,
 )
-async def delete_hero(request: HttpRequest, hero_id: UUID) -> dict:
+async def delete_hero(request: HttpRequest, hero_id: UUID, if_match: IfMatch = None) -> dict:
     await require_permission(request, "heroes.delete_hero")
-    deleted, _ = await Hero.objects.filter(pk=hero_id).adelete()
-    if not deleted:
-        raise Hero.DoesNotExist
+    await Hero.objects.aremove(hero_id, versions=versions_in(if_match))
     return {"status": True, "message": HERO_DELETED}
 
 
@@ -232,6 +317,13 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 @api.exception_handler(NicknameTaken)
 def nickname_taken(request: HttpRequest, exc: NicknameTaken) -> HttpResponse:
     return error(request, 409, NICKNAME_TAKEN_MESSAGE)
+
+
+@api.exception_handler(HeroChanged)
+def hero_changed(request: HttpRequest, exc: HeroChanged) -> HttpResponse:
+    response = error(request, 412, HERO_CHANGED)
+    response["ETag"] = etag(exc.current)  # what the client would have to read first
+    return response
 
 
 @api.exception_handler(Hero.DoesNotExist)

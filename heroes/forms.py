@@ -1,19 +1,46 @@
 """Forms of the hero pages and the admin. Validation is the model's (see models.py)."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from django import forms
 
-from .models import Hero, NicknameTaken, Role, validate_storable_text
+from .models import Hero, HeroChanged, HeroNotSaved, Role, validate_storable_text
 
 
-class HeroForm(forms.ModelForm):
+class StoredHeroForm(forms.ModelForm):
+    """A form on a hero that carries the version it was opened on, in a hidden field.
+
+    Saving or deleting is refused when the hero is no longer at that version: found
+    while validating (Hero.validate_version) or, if another writer got there between
+    validation and the write, by the write itself. Either way the refusal is shown
+    with add_refusal(). A form sent without a version (not one of ours) is checked
+    against the version read when it arrived, as an API write without If-Match.
+    """
+
+    version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
+
+    def _post_clean(self) -> None:
+        super()._post_clean()  # the model's validation of what was typed
+        if not self.instance._state.adding:
+            try:
+                self.instance.validate_version()
+            except HeroNotSaved as refusal:
+                self.add_refusal(refusal)
+
+    def add_refusal(self, refusal: HeroNotSaved) -> None:
+        """Show why the hero was not saved or deleted, keeping what the user typed."""
+        self.add_error(None, refusal)  # NicknameTaken names its field
+        if isinstance(refusal, HeroChanged):
+            # The message shows the values now saved; sent again, the form knowingly
+            # writes over that version.
+            self.data = self.data.copy()
+            self.data[self.add_prefix("version")] = refusal.current.version
+
+
+class HeroForm(StoredHeroForm):
     """Create or edit a hero; used by the HTML pages and by the admin."""
 
     class Meta:
         model = Hero
-        fields = ["nickname", "role"]
+        fields = ["nickname", "role", "version"]
         help_texts = {
             "nickname": "Unique, ignoring letter case. At most 255 characters.",
             "role": "Optional.",
@@ -22,19 +49,18 @@ class HeroForm(forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["role"].choices = [("", "No role"), *Role.choices]
+        if self.instance._state.adding:
+            # A new hero starts at the model's first version, whatever is sent.
+            self.fields["version"].disabled = True
+            self.initial["version"] = self.instance.version
 
-    @contextmanager
-    def reporting_nickname_taken(self) -> Iterator[None]:
-        """Save the hero within this block; if the nickname turns out to be taken,
-        the block ends early and the form is invalid, with the error on the field.
 
-        Another writer can take the nickname between validation and save; the
-        database constraint catches it, and Hero.save() raises NicknameTaken.
-        """
-        try:
-            yield
-        except NicknameTaken as error:
-            self.add_error(None, error)  # its "nickname" key puts it on the field
+class HeroDeleteForm(StoredHeroForm):
+    """The delete confirmation: only the version the page showed."""
+
+    class Meta:
+        model = Hero
+        fields = ["version"]
 
 
 class HeroSearchForm(forms.Form):

@@ -1,24 +1,26 @@
 """The hero registry's data and rules, and the API tokens that may change it.
 
 This module is the one home of hero rules: what a valid hero is (fields, validators
-and database constraints), how heroes are listed and searched (`HeroQuerySet`) and
-how a write that breaks a rule is reported (`Hero.save`). The admin, the HTML views
-and the JSON API all go through it.
+and database constraints), how heroes are listed and searched (`HeroQuerySet`), how
+concurrent edits are kept from overwriting each other (`Hero.version`) and how a write
+that breaks a rule is reported (`HeroNotSaved`). The admin, the HTML views and the
+JSON API all go through it.
 """
 
 import datetime
 import hashlib
 import secrets
 import uuid
-from contextlib import nullcontext
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, nullcontext
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import DatabaseError, IntegrityError, connection, models, router, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connection, models, router, transaction
+from django.db.models import F, Q
 from django.db.models.functions import Length, Lower, Trim
 from django.db.models.lookups import LessThanOrEqual
 from django.urls import reverse
@@ -28,6 +30,11 @@ NICKNAME_MAX_LENGTH = 255
 NICKNAME_TAKEN_MESSAGE = "A hero with this nickname already exists."
 NICKNAME_TAKEN_CODE = "nickname_taken"
 UNIQUE_NICKNAME_CONSTRAINT = "uq_hrs_heroes_nickname"
+HERO_CHANGED_MESSAGE = (
+    "This hero was changed by someone else meanwhile, so nothing was written. "
+    "Now saved: %(now_saved)s. Submit again to go ahead anyway."
+)
+HERO_DELETED_MESSAGE = "This hero was deleted by someone else meanwhile, so nothing was written."
 
 
 def validate_storable_text(value: str) -> None:
@@ -44,13 +51,49 @@ def normalize_nickname(value: str) -> str:
     return value.strip()
 
 
-class NicknameTaken(ValidationError):
+class HeroNotSaved(ValidationError):
+    """A write of a hero refused for a reason its writer can act on; nothing was written.
+
+    Hero.save(), Hero.delete() and HeroQuerySet's writes raise it when the database
+    refuses; Hero.validate_version() raises it before, so that a form reports it with
+    its other errors. Either way it is a ValidationError, shown the same way.
+    """
+
+
+class NicknameTaken(HeroNotSaved):
     """Another hero already has this nickname, compared case-insensitively."""
 
     def __init__(self) -> None:
         super().__init__(
             {"nickname": [ValidationError(NICKNAME_TAKEN_MESSAGE, code=NICKNAME_TAKEN_CODE)]}
         )
+
+
+class HeroChanged(HeroNotSaved):
+    """Someone else changed the hero since the writer read it: `current` is it now."""
+
+    def __init__(self, current: "Hero") -> None:
+        super().__init__(
+            HERO_CHANGED_MESSAGE, code="hero_changed", params={"now_saved": current.describe()}
+        )
+        self.current = current
+
+
+@contextmanager
+def reporting_nickname_taken(using: str) -> Iterator[None]:
+    """Turn a clash on the unique nickname constraint inside this block into NicknameTaken.
+
+    In a transaction (the admin's, a test's), a savepoint keeps it usable after a
+    clash; outside one, the INSERT or UPDATE is its own transaction.
+    """
+    in_transaction = transaction.get_connection(using).in_atomic_block
+    try:
+        with transaction.atomic(using=using) if in_transaction else nullcontext():
+            yield
+    except IntegrityError as error:
+        if UNIQUE_NICKNAME_CONSTRAINT in str(error):
+            raise NicknameTaken() from error
+        raise
 
 
 class HeroQuerySet(models.QuerySet):
@@ -74,18 +117,76 @@ class HeroQuerySet(models.QuerySet):
             heroes = heroes.filter(role=role)
         return heroes.newest_first()
 
-    def change(self, pk: uuid.UUID, **changes: object) -> "Hero":
-        """Set some fields of the hero `pk` and save them; Hero.DoesNotExist if it is gone."""
-        hero = self.get(pk=pk)
-        if changes:
-            for field, value in changes.items():
-                setattr(hero, field, value)
-            hero.save(update_fields=changes)
+    def update(self, **values: object) -> int:
+        """Update these heroes. Every write gives a hero a new version (see Hero.version)
+        and refreshes updated_at, whoever writes: save(), the API, a bulk update."""
+        return super().update(
+            **{"updated_at": timezone.now(), **values, "version": F("version") + 1}
+        )
+
+    def current(self, pk: uuid.UUID, versions: Collection[int] | None = None) -> "Hero":
+        """The hero `pk` as stored now, if its version is one of `versions` (None: any).
+
+        Raises HeroChanged if it is at another version, HeroDeleted if it is gone.
+        """
+        try:
+            hero = self.get(pk=pk)
+        except self.model.DoesNotExist:
+            raise HeroDeleted() from None
+        if versions is not None and hero.version not in versions:
+            raise HeroChanged(hero)
         return hero
 
-    async def achange(self, pk: uuid.UUID, **changes: object) -> "Hero":
-        # One trip to a sync thread for the read and the write, not one each.
-        return await sync_to_async(self.change)(pk, **changes)
+    def at_versions(self, pk: uuid.UUID, versions: Collection[int] | None) -> "HeroQuerySet":
+        """The hero `pk` if its stored version is one of `versions` (None: any): a filter,
+        so that the version check and the write are one UPDATE or DELETE statement."""
+        heroes = self.filter(pk=pk)
+        return heroes if versions is None else heroes.filter(version__in=versions)
+
+    def change(
+        self, pk: uuid.UUID, changes: dict[str, object], *, versions: Collection[int] | None = None
+    ) -> "Hero":
+        """Write `changes` to the hero `pk` if it is at one of `versions` (None: any), in
+        one conditional UPDATE, and return the hero as now stored.
+
+        Of writers racing with the same version, exactly one writes; the others get
+        HeroChanged and write nothing. HeroDeleted if the hero is gone; NicknameTaken.
+        """
+        written = False
+        if changes:
+            with reporting_nickname_taken(self.db):
+                written = self.at_versions(pk, versions).update(**changes) > 0
+        # When nothing was written, current() says why: changed or deleted.
+        return self.current(pk, None if written else versions)
+
+    async def achange(
+        self, pk: uuid.UUID, changes: dict[str, object], *, versions: Collection[int] | None = None
+    ) -> "Hero":
+        # One trip to a sync thread for the write and the read, not one each.
+        return await sync_to_async(self.change)(pk, changes, versions=versions)
+
+    def remove(
+        self, pk: uuid.UUID, *, versions: Collection[int] | None = None
+    ) -> tuple[int, dict[str, int]]:
+        """Delete the hero `pk` if it is at one of `versions` (None: any), in one
+        conditional DELETE; HeroChanged or HeroDeleted, with nothing deleted, if not."""
+        deleted = self.at_versions(pk, versions).delete()
+        if not deleted[0]:
+            self.current(pk, versions)  # raises: it was changed or deleted meanwhile
+        return deleted
+
+    async def aremove(self, pk: uuid.UUID, *, versions: Collection[int] | None = None) -> None:
+        await sync_to_async(self.remove)(pk, versions=versions)
+
+    def for_editing(self, pk: uuid.UUID) -> "Hero":
+        """The hero `pk` for an edit form; if it is gone, a stand-in whose validation
+        says so (HeroDeleted), so that the form shows it and keeps the user's input."""
+        try:
+            return self.get(pk=pk)
+        except self.model.DoesNotExist:
+            gone = self.model(pk=pk)
+            gone._state.adding = False  # an edit of a stored hero, never an insert
+            return gone
 
 
 class Role(models.TextChoices):
@@ -103,6 +204,10 @@ class Hero(models.Model):
     role = models.CharField(max_length=16, choices=Role, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Raised by one on every write (HeroQuerySet.update). A write names the version it
+    # read and happens only if the row is still at it: the API's If-Match, the
+    # version a form was opened on (a hidden field), an instance's own version on save().
+    version = models.PositiveIntegerField(default=1)
 
     objects = HeroQuerySet.as_manager()
 
@@ -139,39 +244,46 @@ class Hero(models.Model):
         return self.nickname
 
     def save(self, *args, **kwargs) -> None:
-        """Save, with the database as the final judge of nickname uniqueness.
+        """Insert a new hero, or write this one over the stored version it was read at.
 
-        Raises NicknameTaken when another hero has the nickname (also when two
-        writers race past validation), and Hero.DoesNotExist when updating a hero
-        that was deleted meanwhile (Django would otherwise silently re-create it).
+        An update is one UPDATE of every concrete field but the primary key and
+        created_at (written once, on insert), or of `update_fields`, with the version
+        check in its WHERE clause. It sends no pre_save/post_save signal (nothing
+        listens). Nothing is written, and HeroNotSaved raised, when another hero has
+        the nickname (NicknameTaken, also when two writers race past validation),
+        when someone else changed this hero since `self.version` (HeroChanged), or
+        deleted it (HeroDeleted: Django would silently insert it again).
         """
         self.nickname = normalize_nickname(self.nickname)
-        updating = not self._state.adding
-        if updating:
-            # created_at is written once, on insert; and with update_fields, an
-            # update of a row deleted meanwhile fails instead of inserting it again.
-            fields = kwargs.get("update_fields")
-            fields = ("nickname", "role") if fields is None else fields
-            kwargs["update_fields"] = {*fields, "updated_at"} - {"created_at"}
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        # In a transaction (the admin's, a test's), a savepoint keeps it usable after
-        # a clash; outside one, the INSERT or UPDATE is its own transaction.
-        in_transaction = transaction.get_connection(using).in_atomic_block
-        try:
-            with transaction.atomic(using=using) if in_transaction else nullcontext():
+        if self._state.adding:
+            with reporting_nickname_taken(using):
                 super().save(*args, **kwargs)
-        except IntegrityError as error:
-            if UNIQUE_NICKNAME_CONSTRAINT in str(error):
-                raise NicknameTaken() from error
-            raise
-        except DatabaseError as error:
-            # Django says "Save with update_fields did not affect any rows."
-            if updating and not type(self).objects.filter(pk=self.pk).exists():
-                raise self.DoesNotExist("The hero has been deleted meanwhile.") from error
-            raise
+            return
+        only = kwargs.get("update_fields")
+        self.updated_at = timezone.now()
+        values = {
+            field.attname: getattr(self, field.attname)
+            for field in self._meta.concrete_fields
+            if not field.primary_key
+            and field.name != "created_at"
+            and (only is None or field.name in {*only, "updated_at"})
+        }
+        heroes = type(self).objects.using(using)
+        with reporting_nickname_taken(using):
+            written = heroes.at_versions(self.pk, [self.version]).update(**values)
+        if not written:
+            heroes.current(self.pk, [self.version])  # raises: changed or deleted meanwhile
+        self.version += 1
 
     def get_absolute_url(self) -> str:
         return reverse("heroes:detail", args=[self.pk])
+
+    def delete(self, using: str | None = None, keep_parents: bool = False) -> tuple[int, dict]:
+        """Delete this hero if it is still at the stored version it was read at;
+        HeroChanged or HeroDeleted, with nothing deleted, if not."""
+        using = using or router.db_for_write(type(self), instance=self)
+        return type(self).objects.using(using).remove(self.pk, versions=[self.version])
 
     def clean_fields(self, exclude=None) -> None:
         self.nickname = normalize_nickname(self.nickname)
@@ -191,6 +303,34 @@ class Hero(models.Model):
             if rest := [e for e in general if e.code != NICKNAME_TAKEN_CODE]:
                 errors[NON_FIELD_ERRORS] = rest
             raise ValidationError(errors) from None
+
+    def validate_version(self) -> None:
+        """Raise HeroChanged if the stored hero is no longer at `self.version`, or
+        HeroDeleted if it is gone.
+
+        Forms call this with the version they were opened on, so the user hears of it
+        with any other error; save() and delete() enforce it anyway, atomically.
+        """
+        type(self).objects.current(self.pk, [self.version])
+
+    def describe(self) -> str:
+        """The values a user edits, for a message: 'nickname “Mystra”, role “Mage”'."""
+        shown = []
+        for field in self._meta.concrete_fields:
+            if field.editable and not field.primary_key and field.name != "version":
+                value = getattr(self, field.attname)
+                display = dict(field.flatchoices).get(value, value)
+                name = field.verbose_name
+                shown.append(f"no {name}" if value is None else f"{name} “{display}”")
+        return ", ".join(shown)
+
+
+class HeroDeleted(HeroNotSaved, Hero.DoesNotExist):
+    """The hero was deleted meanwhile: an update of it is refused, not turned into an
+    insert. Also a Hero.DoesNotExist, so that the API answers 404 as for any missing hero."""
+
+    def __init__(self) -> None:
+        super().__init__(HERO_DELETED_MESSAGE, code="hero_deleted")
 
 
 class ApiToken(models.Model):

@@ -1,17 +1,15 @@
 """The server-rendered hero pages: Django's generic views over the rules in models.py."""
 
-from django.contrib import messages
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.messages.views import SuccessMessageMixin
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse_lazy
 from django.utils.functional import cached_property
 from django.views import generic
 
-from .forms import HeroForm, HeroSearchForm
-from .models import Hero, HeroQuerySet
+from .forms import HeroDeleteForm, HeroForm, HeroSearchForm, StoredHeroForm
+from .models import Hero, HeroNotSaved, HeroQuerySet
 from .pagination import LookaheadPaginator
 
 
@@ -37,16 +35,22 @@ class HeroDetailView(generic.DetailView):
     model = Hero
 
 
-class HeroFormMixin(SuccessMessageMixin):
-    """Create or edit a hero with HeroForm, reporting a nickname lost in a race."""
+class RefusalShownOnTheForm:
+    """A write refused after validation (another writer got there first: the hero
+    changed or deleted, the nickname taken) is shown like a validation error, with
+    the user's input kept."""
 
+    def form_valid(self, form: StoredHeroForm) -> HttpResponse:
+        try:
+            return super().form_valid(form)
+        except HeroNotSaved as refusal:
+            form.add_refusal(refusal)
+            return self.form_invalid(form)
+
+
+class HeroFormMixin(RefusalShownOnTheForm, SuccessMessageMixin):
     model = Hero
     form_class = HeroForm
-
-    def form_valid(self, form: HeroForm) -> HttpResponse:
-        with form.reporting_nickname_taken():
-            return super().form_valid(form)
-        return self.form_invalid(form)
 
 
 class HeroCreateView(PermissionRequiredMixin, HeroFormMixin, generic.CreateView):
@@ -58,21 +62,25 @@ class HeroUpdateView(PermissionRequiredMixin, HeroFormMixin, generic.UpdateView)
     permission_required = "heroes.change_hero"
     success_message = "Hero “%(nickname)s” was saved."
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        # Someone may delete the hero while this user edits it: before the form is
-        # sent (get_object's 404) or between validation and save (save() raises).
-        try:
-            return super().post(request, *args, **kwargs)
-        except (Http404, Hero.DoesNotExist):
-            messages.error(request, "This hero no longer exists; your changes were not saved.")
-            return redirect("heroes:list")
+    def get_object(self, queryset: HeroQuerySet | None = None) -> Hero:
+        if self.request.method == "POST":
+            # Even a hero deleted while the form was open: the form then says so.
+            return Hero.objects.for_editing(self.kwargs["pk"])
+        return super().get_object(queryset)
 
 
-class HeroDeleteView(PermissionRequiredMixin, SuccessMessageMixin, generic.DeleteView):
+class HeroDeleteView(
+    PermissionRequiredMixin, RefusalShownOnTheForm, SuccessMessageMixin, generic.DeleteView
+):
     model = Hero
+    form_class = HeroDeleteForm
     permission_required = "heroes.delete_hero"
     success_url = reverse_lazy("heroes:list")
     success_message = "Hero “%(nickname)s” was deleted."
+
+    def get_form_kwargs(self) -> dict:
+        # The form sets the version the page showed on the hero, which delete() checks.
+        return {**super().get_form_kwargs(), "instance": self.object}
 
     def get_success_message(self, cleaned_data: dict) -> str:
         return self.success_message % {"nickname": self.object.nickname}

@@ -3,16 +3,21 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Permission
+from django.db import connection, connections
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from heroes.forms import StoredHeroForm
 from heroes.models import ApiToken, Hero
+from heroes_site.asgi import application
 
 DATA_DIR = Path(__file__).parent / "data"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +34,23 @@ CHROMIUM_ARGS = [
 ]
 STAFF_PASSWORD = "staff-pass-123"
 READER_PASSWORD = "reader-pass-123"
+
+
+async def asgi_exchange(scope: dict, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request through heroes_site.asgi.application, driven as uvicorn drives it:
+    status, headers and body. Unlike Django's AsyncClient, the handler gives each
+    request a thread (and so a database connection) of its own, as in production."""
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": body})
+    start = await communicator.receive_output(timeout=10)
+    content = b""
+    while True:
+        message = await communicator.receive_output(timeout=10)
+        content += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await communicator.wait()
+    return start["status"], start["headers"], content
 
 
 def load_data(name: str) -> dict:
@@ -94,18 +116,50 @@ def heroes(db) -> list[Hero]:
 
 @pytest.fixture
 def after_validation(monkeypatch):
-    """Make another writer act between a form's validation of a hero and its save."""
+    """Make another writer act once, between a hero form's validation and its write."""
 
     def another_writer(action: Callable[[Hero], object]) -> None:
-        validate_constraints = Hero.validate_constraints
+        full_clean = StoredHeroForm.full_clean
+        acted = False
 
-        def validate_then_act(hero: Hero, exclude=None) -> None:
-            validate_constraints(hero, exclude)
-            action(hero)
+        def validate_then_act(form: StoredHeroForm) -> None:
+            nonlocal acted
+            full_clean(form)
+            if not acted:
+                acted = True
+                action(form.instance)
 
-        monkeypatch.setattr(Hero, "validate_constraints", validate_then_act)
+        monkeypatch.setattr(StoredHeroForm, "full_clean", validate_then_act)
 
     return another_writer
+
+
+# Writes of other users that overlap a request's (committed while it is in its
+# transaction, or at the same moment) need connections that write at once: SQLite's
+# shared in-memory test database refuses them ("database table is locked").
+needs_a_second_connection = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs a second connection to the test database"
+)
+
+
+def in_another_connection(action: Callable[[], object]) -> None:
+    """Run `action` on a database connection of its own (a thread's), committed as
+    another user's request would be. The test needs django_db(transaction=True)."""
+    failures = []
+
+    def run() -> None:
+        try:
+            action()
+        except Exception as error:
+            failures.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture
@@ -169,12 +223,16 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser: Browser, live_server) -> Iterator[Page]:
+def browser_page(browser: Browser, live_server) -> Iterator[Page]:
     """A fresh browser context on the live server, with JavaScript off: no page needs it."""
     context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
     yield context.new_page()
     context.close()
+
+
+page = pytest.fixture(browser_page, name="page")
+# A second browser, with cookies of its own: another user at the same time.
+other_page = pytest.fixture(browser_page, name="other_page")
 
 
 def log_in(page: Page, username: str, password: str, *, path: str = "/accounts/login/") -> None:

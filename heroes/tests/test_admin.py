@@ -1,9 +1,11 @@
 """Staff edit heroes in the Django admin."""
 
-import psycopg
+import re
+
 import pytest
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -11,8 +13,10 @@ from django.utils import timezone
 
 from heroes.admin import HeroAdmin
 from heroes.forms import HeroForm
-from heroes.models import ApiToken, Hero
+from heroes.models import HERO_DELETED_MESSAGE, ApiToken, Hero
 from heroes.pagination import EstimatedCountPaginator
+
+from .conftest import in_another_connection, needs_a_second_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -139,10 +143,14 @@ def test_add_form_shows_a_taken_nickname_next_to_the_field(staff_client, heroes)
     assert Hero.objects.count() == len(heroes)
 
 
+@pytest.mark.django_db(transaction=True)
+@needs_a_second_connection
 def test_add_form_reports_a_nickname_taken_between_validation_and_save(
     staff_client, heroes, after_validation
 ):
-    after_validation(lambda hero: Hero.objects.create(nickname="ZED"))
+    after_validation(
+        lambda hero: in_another_connection(lambda: Hero.objects.create(nickname="ZED"))
+    )
     response = staff_client.post(ADD, {"nickname": "Zed", "role": "tank"})
     assert response.status_code == 200
     form = response.context["adminform"].form
@@ -150,50 +158,177 @@ def test_add_form_reports_a_nickname_taken_between_validation_and_save(
     assert form["nickname"].value() == "Zed"  # what the user typed, to fix
     assert "Please correct the error below." in response.content.decode()
     # The admin's transaction was rolled back: nothing saved, nothing logged.
-    assert Hero.objects.count() == len(heroes)
+    assert [h.nickname for h in Hero.objects.filter(nickname__iexact="zed")] == ["ZED"]
     assert not LogEntry.objects.exists()
 
 
-def test_change_form_reports_a_nickname_taken_at_save(staff_client, heroes, monkeypatch):
-    # As if the other hero got the nickname after this form was validated.
-    monkeypatch.setattr(Hero, "validate_constraints", lambda hero, exclude=None: None)
+@pytest.mark.django_db(transaction=True)
+@needs_a_second_connection
+def test_change_form_reports_a_nickname_taken_between_validation_and_save(
+    staff_client, heroes, after_validation
+):
     hero = heroes[0]
-    url = reverse("admin:heroes_hero_change", args=[hero.pk])
-    response = staff_client.post(url, {"nickname": "MYSTRA", "role": ""})
+
+    def take_the_nickname(edited: Hero) -> None:
+        in_another_connection(lambda: Hero.objects.change(heroes[2].pk, {"nickname": "Zed"}))
+
+    after_validation(take_the_nickname)
+    response = staff_client.post(change_url(hero), {"nickname": "ZED", "role": ""})
     assert response.status_code == 200
     assert response.context["adminform"].form.errors == {
         "nickname": ["A hero with this nickname already exists."]
     }
     assert response.context["original"] == hero
-    stored = Hero.objects.get(pk=hero.pk)
-    assert (stored.nickname, stored.role, stored.updated_at) == (
-        hero.nickname,
-        hero.role,
-        hero.updated_at,
-    )
+    assert Hero.objects.get(pk=hero.pk).version == hero.version  # not written
     assert not LogEntry.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="needs a second connection to the test database"
-)
-def test_change_form_of_a_hero_deleted_meanwhile_says_so(staff_client, heroes, after_validation):
-    def delete_elsewhere(hero: Hero) -> None:
-        # Another writer, on its own connection, deletes the hero and commits.
-        db = connection.settings_dict
-        with psycopg.connect(
-            dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"], autocommit=True
-        ) as other:
-            other.execute("DELETE FROM hrs_heroes WHERE uuid = %s", [hero.pk])
-
+@needs_a_second_connection
+def test_change_form_of_a_hero_deleted_between_validation_and_save_says_so(
+    staff_client, heroes, after_validation
+):
     hero = heroes[0]
-    after_validation(delete_elsewhere)
-    url = reverse("admin:heroes_hero_change", args=[hero.pk])
-    response = staff_client.post(url, {"nickname": "Back Again", "role": ""}, follow=True)
-    assert response.redirect_chain[0][1] == 302
-    assert "exist. Perhaps it was deleted?" in response.content.decode()
+    after_validation(
+        lambda edited: in_another_connection(lambda: Hero.objects.filter(pk=hero.pk).delete())
+    )
+    response = staff_client.post(change_url(hero), {"nickname": "Back Again", "role": "tank"})
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors == {NON_FIELD_ERRORS: [HERO_DELETED_MESSAGE]}
+    assert (form["nickname"].value(), form["role"].value()) == ("Back Again", "tank")
     assert not Hero.objects.filter(pk=hero.pk).exists()  # not re-created
+    assert not LogEntry.objects.exists()
+
+
+def test_change_form_of_a_hero_deleted_while_open_says_so(staff_client, heroes):
+    hero = heroes[0]
+    staff_client.get(change_url(hero))
+    Hero.objects.filter(pk=hero.pk).delete()
+    response = staff_client.post(change_url(hero), {"nickname": "Back Again", "role": "tank"})
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors == {NON_FIELD_ERRORS: [HERO_DELETED_MESSAGE]}
+    assert form["nickname"].value() == "Back Again"
+    assert not Hero.objects.filter(pk=hero.pk).exists()
+
+
+def test_change_form_of_a_malformed_id_is_the_admins_not_found(staff_client):
+    response = staff_client.post(
+        reverse("admin:heroes_hero_change", args=["not-a-uuid"]), {"nickname": "X"}
+    )
+    assert response.status_code == 302
+    assert not Hero.objects.exists()
+
+
+# Two editors: the version a form was opened on
+
+
+def change_url(hero: Hero) -> str:
+    return reverse("admin:heroes_hero_change", args=[hero.pk])
+
+
+def delete_url(hero: Hero) -> str:
+    return reverse("admin:heroes_hero_delete", args=[hero.pk])
+
+
+def opened_version(response) -> str:
+    return re.search(r'name="version" value="(\d+)"', response.content.decode())[1]
+
+
+def test_a_stale_change_is_refused_keeping_the_input_and_showing_what_is_saved(
+    staff_client, heroes
+):
+    hero = heroes[2]  # Mystra, a mage
+    version = opened_version(staff_client.get(change_url(hero)))
+    Hero.objects.change(hero.pk, {"role": "priest"})  # another staff member saves first
+    stored = Hero.objects.get(pk=hero.pk)
+
+    typed = {"nickname": "Mystra the Wise", "role": "mage", "version": version}
+    response = staff_client.post(change_url(hero), typed)
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors == {
+        NON_FIELD_ERRORS: [
+            "This hero was changed by someone else meanwhile, so nothing was written. "
+            "Now saved: nickname “Mystra”, role “Priest”. Submit again to go ahead anyway."
+        ]
+    }
+    assert (form["nickname"].value(), form["role"].value()) == ("Mystra the Wise", "mage")
+    assert opened_version(response) == str(stored.version)
+    assert Hero.objects.get(pk=hero.pk).version == stored.version  # nothing written
+    assert not LogEntry.objects.exists()
+
+    response = staff_client.post(change_url(hero), {**typed, "version": stored.version})
+    assert response.status_code == 302
+    saved = Hero.objects.get(pk=hero.pk)
+    assert (saved.nickname, saved.role) == ("Mystra the Wise", "mage")
+
+
+@pytest.mark.django_db(transaction=True)
+@needs_a_second_connection
+def test_a_change_that_loses_the_race_after_validation_is_refused(
+    staff_client, heroes, after_validation
+):
+    hero = heroes[2]
+    version = opened_version(staff_client.get(change_url(hero)))
+    after_validation(
+        lambda edited: in_another_connection(
+            lambda: Hero.objects.change(hero.pk, {"role": "priest"})
+        )
+    )
+    response = staff_client.post(
+        change_url(hero), {"nickname": "Mystra II", "role": "mage", "version": version}
+    )
+    assert response.status_code == 200
+    [message] = response.context["adminform"].form.errors[NON_FIELD_ERRORS]
+    assert "Now saved: nickname “Mystra”, role “Priest”." in message
+    stored = Hero.objects.get(pk=hero.pk)
+    assert (stored.nickname, stored.role) == ("Mystra", "priest")
+    assert opened_version(response) == str(stored.version)
+    assert not LogEntry.objects.exists()
+
+
+def test_deleting_a_hero_changed_since_the_confirmation_is_refused(staff_client, heroes):
+    hero = heroes[2]
+    confirmation = staff_client.get(delete_url(hero))
+    assert "Now saved: nickname “Mystra”, role “Mage”." in confirmation.content.decode()
+    version = opened_version(confirmation)
+    Hero.objects.change(hero.pk, {"nickname": "Mystra Reborn"})
+    stored = Hero.objects.get(pk=hero.pk)
+
+    response = staff_client.post(delete_url(hero), {"post": "yes", "version": version}, follow=True)
+    assert response.redirect_chain == [(delete_url(hero), 302)]
+    assert [str(m) for m in response.context["messages"]] == [
+        "This hero was changed by someone else meanwhile, so nothing was written. "
+        "Now saved: nickname “Mystra Reborn”, role “Mage”. Submit again to go ahead anyway."
+    ]
+    assert opened_version(response) == str(stored.version)
+    assert Hero.objects.filter(pk=hero.pk).exists()
+    assert not LogEntry.objects.exists()
+
+    response = staff_client.post(delete_url(hero), {"post": "yes", "version": stored.version})
+    assert response.status_code == 302
+    assert not Hero.objects.filter(pk=hero.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@needs_a_second_connection
+def test_a_delete_that_loses_the_race_after_validation_is_refused(
+    staff_client, heroes, after_validation
+):
+    hero = heroes[2]
+    version = opened_version(staff_client.get(delete_url(hero)))
+    after_validation(
+        lambda deleted: in_another_connection(
+            lambda: Hero.objects.change(hero.pk, {"role": "priest"})
+        )
+    )
+    response = staff_client.post(delete_url(hero), {"post": "yes", "version": version}, follow=True)
+    assert response.redirect_chain == [(delete_url(hero), 302)]
+    [message] = response.context["messages"]
+    assert "changed by someone else meanwhile" in str(message)
+    assert Hero.objects.get(pk=hero.pk).role == "priest"
     assert not LogEntry.objects.exists()
 
 
@@ -209,7 +344,9 @@ def test_change_form_edits_a_hero_and_keeps_identity_read_only(staff_client, her
     response = staff_client.get(url)
     assert response.status_code == 200
     form = response.context["adminform"].form
-    assert set(form.fields) == {"nickname", "role"}  # uuid and timestamps are read-only
+    # uuid and timestamps are read-only; version, hidden, is the one the form shows.
+    assert set(form.fields) == {"nickname", "role", "version"}
+    assert form["version"].is_hidden
     assert str(hero.uuid) in response.content.decode()
 
     response = staff_client.post(url, {"nickname": "Shadowblade II", "role": ""})

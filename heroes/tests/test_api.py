@@ -3,6 +3,8 @@ with every write checked in the database through the async ORM."""
 
 import asyncio
 import base64
+import json
+import threading
 import uuid
 
 import pytest
@@ -12,9 +14,9 @@ from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from heroes.models import ApiToken, Hero
+from heroes.models import ApiToken, Hero, HeroQuerySet
 
-from .conftest import load_data
+from .conftest import asgi_exchange, load_data, needs_a_second_connection
 
 DATA = load_data("api")
 HEROES = "/api/v1/heroes"
@@ -260,6 +262,234 @@ async def test_delete_missing_hero_is_404(api, hero):
     assert await Hero.objects.acount() == 1
 
 
+# Conditional requests: ETag, If-None-Match, If-Match
+
+
+def etag_of(hero: Hero) -> str:
+    return f'"{hero.version}"'
+
+
+async def stored(hero: Hero) -> Hero:
+    return await Hero.objects.aget(pk=hero.pk)
+
+
+async def test_get_post_and_patch_answer_with_the_heros_etag(api):
+    created = await api.post(HEROES, {"nickname": "Thor"}, content_type="application/json")
+    hero = await Hero.objects.aget(pk=created.json()["uuid"])
+    assert created["ETag"] == etag_of(hero) == '"1"'
+
+    url = f"{HEROES}/{hero.uuid}"
+    read = await api.get(url)
+    assert read["ETag"] == created["ETag"]
+
+    patched = await api.patch(url, {"role": "tank"}, "application/json")
+    hero = await stored(hero)
+    assert patched["ETag"] == etag_of(hero) != created["ETag"]
+    assert (await api.get(url))["ETag"] == patched["ETag"]
+
+
+async def test_patch_with_nothing_keeps_the_etag(api, hero):
+    url = f"{HEROES}/{hero.uuid}"
+    before = (await api.get(url))["ETag"]
+    response = await api.patch(url, {}, "application/json", headers={"If-Match": before})
+    assert response.status_code == 200
+    assert response["ETag"] == before == (await api.get(url))["ETag"]
+    assert hero_json(await stored(hero)) == hero_json(hero)
+
+
+async def test_every_write_changes_the_etag_even_to_the_same_values(api, hero):
+    url = f"{HEROES}/{hero.uuid}"
+    before = (await api.get(url))["ETag"]
+    response = await api.patch(url, {"nickname": hero.nickname}, "application/json")
+    assert response["ETag"] != before  # updated_at, part of the representation, changed
+    assert response.json()["updated_at"] != hero_json(hero)["updated_at"]
+
+
+@pytest.mark.parametrize("tags", ["{current}", "*", "W/{current}", '"999", {current}'])
+async def test_get_with_a_current_if_none_match_is_304_without_a_body(async_client, hero, tags):
+    url = f"{HEROES}/{hero.uuid}"
+    current = (await async_client.get(url))["ETag"]
+    response = await async_client.get(url, headers={"If-None-Match": tags.format(current=current)})
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response["ETag"] == current
+
+
+async def test_get_with_a_stale_if_none_match_is_the_hero(async_client, hero):
+    url = f"{HEROES}/{hero.uuid}"
+    stale = (await async_client.get(url))["ETag"]
+    await Hero.objects.achange(hero.pk, {"role": "tank"})
+    response = await async_client.get(url, headers={"If-None-Match": stale})
+    assert response.status_code == 200
+    assert response.json() == hero_json(await stored(hero))
+    assert response["ETag"] != stale
+
+
+async def test_get_of_a_missing_hero_with_if_none_match_star_is_404(async_client):
+    response = await async_client.get(f"{HEROES}/{uuid.uuid4()}", headers={"If-None-Match": "*"})
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("tags", ["{current}", "*", '"999", {current}'])
+async def test_patch_with_a_current_if_match_writes(api, hero, tags):
+    url = f"{HEROES}/{hero.uuid}"
+    current = (await api.get(url))["ETag"]
+    response = await api.patch(
+        url,
+        {"role": "tank"},
+        "application/json",
+        headers={"If-Match": tags.format(current=current)},
+    )
+    assert response.status_code == 200
+    hero = await stored(hero)
+    assert hero.role == "tank"
+    assert response.json() == hero_json(hero)
+    assert response["ETag"] == etag_of(hero)
+
+
+@pytest.mark.parametrize("tags", ["{stale}", "W/{current}", '"999"', "garbage", '"0"'])
+async def test_patch_with_no_current_if_match_is_412_and_writes_nothing(api, hero, tags):
+    url = f"{HEROES}/{hero.uuid}"
+    stale = (await api.get(url))["ETag"]
+    await Hero.objects.achange(hero.pk, {"role": "priest"})  # someone else, meanwhile
+    current = etag_of(await stored(hero))
+    before = hero_json(await stored(hero))
+    response = await api.patch(
+        url,
+        {"nickname": "Overwritten"},
+        "application/json",
+        headers={"If-Match": tags.format(stale=stale, current=current)},
+    )
+    assert response.status_code == 412
+    assert response.json() == {"detail": "The hero has been changed since you read it."}
+    assert response["ETag"] == current
+    assert hero_json(await stored(hero)) == before
+
+
+async def test_patch_with_a_stale_if_match_and_nothing_to_write_is_412(api, hero):
+    url = f"{HEROES}/{hero.uuid}"
+    stale = (await api.get(url))["ETag"]
+    await Hero.objects.achange(hero.pk, {"role": "priest"})
+    response = await api.patch(url, {}, "application/json", headers={"If-Match": stale})
+    assert response.status_code == 412
+
+
+@pytest.mark.parametrize("tags", ['"1"', "*"])
+async def test_patch_and_delete_of_a_missing_hero_with_if_match_are_404(api, tags):
+    url = f"{HEROES}/{uuid.uuid4()}"
+    response = await api.patch(
+        url, {"role": "tank"}, "application/json", headers={"If-Match": tags}
+    )
+    assert response.status_code == 404
+    assert response.json() == {"detail": "The hero hasn't been found!"}
+    response = await api.delete(url, headers={"If-Match": tags})
+    assert response.status_code == 404
+
+
+async def test_delete_with_a_stale_if_match_is_412_and_deletes_nothing(api, hero):
+    url = f"{HEROES}/{hero.uuid}"
+    stale = (await api.get(url))["ETag"]
+    await Hero.objects.achange(hero.pk, {"role": "priest"})
+    response = await api.delete(url, headers={"If-Match": stale})
+    assert response.status_code == 412
+    assert response.json() == {"detail": "The hero has been changed since you read it."}
+    assert (await stored(hero)).role == "priest"
+
+
+@pytest.mark.parametrize("tags", ["{current}", "*"])
+async def test_delete_with_a_current_if_match_deletes(api, hero, tags):
+    url = f"{HEROES}/{hero.uuid}"
+    current = (await api.get(url))["ETag"]
+    response = await api.delete(url, headers={"If-Match": tags.format(current=current)})
+    assert response.status_code == 200
+    assert response.json() == DATA["case_delete"]["want"]
+    assert not await Hero.objects.filter(pk=hero.pk).aexists()
+
+
+async def test_writes_without_if_match_behave_as_before(api, hero):
+    # A client of the article's service: no ETag is ever sent back.
+    url = f"{HEROES}/{hero.uuid}"
+    await Hero.objects.achange(hero.pk, {"role": "priest"})  # someone else, meanwhile
+    response = await api.patch(url, {"nickname": "Last Writer"}, "application/json")
+    assert response.status_code == 200
+    assert ((await stored(hero)).nickname, (await stored(hero)).role) == ("Last Writer", "priest")
+    assert (await api.delete(url)).status_code == 200
+    assert not await Hero.objects.filter(pk=hero.pk).aexists()
+
+
+async def patch_through_asgi(
+    url: str, payload: dict, headers: dict[str, str]
+) -> tuple[int, dict[str, str], dict]:
+    """A PATCH through the production ASGI handler: each request on a thread, and so a
+    database connection, of its own. (Django's AsyncClient runs every request's
+    queries on one shared thread, one after another.)"""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PATCH",
+        "scheme": "http",
+        "path": url,
+        "raw_path": url.encode(),
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    status, response_headers, body = await asgi_exchange(scope, json.dumps(payload).encode())
+    named = {name.decode().lower(): value.decode() for name, value in response_headers}
+    return status, named, json.loads(body)
+
+
+WRITERS = 8
+
+
+@pytest.fixture
+def writes_held_until_all_arrive(monkeypatch) -> None:
+    """Hold every hero write until WRITERS of them are about to happen, so that they hit
+    the database at once: had a writer checked the version before writing, all would
+    have passed the check."""
+    all_arrived = threading.Barrier(WRITERS, timeout=10)
+    update = HeroQuerySet.update
+
+    def update_together(heroes: HeroQuerySet, **values: object) -> int:
+        all_arrived.wait()
+        return update(heroes, **values)
+
+    monkeypatch.setattr(HeroQuerySet, "update", update_together)
+
+
+@pytest.mark.asyncio  # on pytest-asyncio's own loop, so the requests really overlap
+@pytest.mark.django_db(transaction=True)
+@needs_a_second_connection
+async def test_of_concurrent_patches_with_one_if_match_exactly_one_writes(
+    writer_token, writes_held_until_all_arrive
+):
+    hero = await Hero.objects.acreate(nickname="Contested")
+    url = f"{HEROES}/{hero.uuid}"
+    headers = {"Authorization": f"Bearer {writer_token}", "If-Match": etag_of(hero)}
+    try:
+        answers = await asyncio.gather(
+            *(patch_through_asgi(url, {"nickname": f"Writer {n}"}, headers) for n in range(WRITERS))
+        )
+        assert sorted(status for status, _, _ in answers) == [200] + [412] * (WRITERS - 1)
+        stored_hero = await stored(hero)
+        assert stored_hero.version == 2  # written once
+        [(winner_headers, winner)] = [(h, body) for status, h, body in answers if status == 200]
+        assert winner == hero_json(stored_hero)
+        assert winner_headers["etag"] == etag_of(stored_hero)
+        refused = {body["detail"] for status, _, body in answers if status == 412}
+        assert refused == {"The hero has been changed since you read it."}
+    finally:
+        # The worker threads' connections: PostgreSQL cannot drop the test database
+        # while they are open.
+        await sync_to_async(connections.close_all)()
+
+
 # List
 
 
@@ -379,17 +609,26 @@ def test_a_get_is_one_query_and_a_patch_three(hero, writer, writer_token):
     with CaptureQueriesContext(connection) as queries:
         assert client.get(f"{HEROES}/{hero.uuid}").status_code == 200
     assert len(queries) == 1
-    with CaptureQueriesContext(connection) as queries:
-        response = client.patch(f"{HEROES}/{hero.uuid}", {"role": "tank"}, "application/json")
-    assert response.status_code == 200
-    # The token check, the hero read and its update (inside this test's transaction,
-    # Hero.save adds a savepoint, which it does not outside one).
-    statements = [q["sql"].split()[0] for q in queries]
-    assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == [
-        "SELECT",
-        "SELECT",
-        "UPDATE",
-    ]
+    if_match = {}
+    for role in ("tank", "mage"):
+        with CaptureQueriesContext(connection) as queries:
+            response = client.patch(
+                f"{HEROES}/{hero.uuid}", {"role": role}, "application/json", headers=if_match
+            )
+        assert response.status_code == 200
+        # The token check, the hero's conditional update and the read of what it now
+        # is (inside this test's transaction the update takes a savepoint, which it
+        # does not outside one).
+        statements = [q["sql"].split()[0] for q in queries]
+        assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == [
+            "SELECT",
+            "UPDATE",
+            "SELECT",
+        ]
+        if_match = {"If-Match": response["ETag"]}
+    # With If-Match, the version check is the UPDATE's own condition.
+    [update] = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+    assert '"version" IN (2)' in update.split(" WHERE ", 1)[1]
 
 
 # Errors outside the endpoints
@@ -456,13 +695,29 @@ async def test_openapi_describes_every_operation(async_client, settings):
     }
     responses = {key: set(operation["responses"]) for key, operation in operations.items()}
     assert responses[HEROES, "post"] == {"201", "401", "403", "409", "422"}
-    assert responses[hero_path, "patch"] == {"200", "401", "403", "404", "409", "422"}
-    assert responses[hero_path, "delete"] == {"200", "401", "403", "404"}
-    assert responses[hero_path, "get"] == {"200", "404"}
+    assert responses[hero_path, "patch"] == {"200", "401", "403", "404", "409", "412", "422"}
+    assert responses[hero_path, "delete"] == {"200", "401", "403", "404", "412"}
+    assert responses[hero_path, "get"] == {"200", "304", "404"}
     for key in [(HEROES, "post"), (hero_path, "patch"), (hero_path, "delete")]:
         assert operations[key]["security"], key
     for key in [(HEROES, "post"), (hero_path, "patch")]:
         assert "requestBody" in operations[key]
+    # Conditional requests: the ETag answered, the If-* headers taken.
+    for key, ok in [
+        ((hero_path, "get"), "200"),
+        ((HEROES, "post"), "201"),
+        ((hero_path, "patch"), "200"),
+    ]:
+        assert "ETag" in operations[key]["responses"][ok]["headers"], key
+    assert "content" not in operations[hero_path, "get"]["responses"]["304"]
+    assert "412" not in responses[hero_path, "get"]
+    headers = {
+        key: {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        for key, operation in operations.items()
+    }
+    assert headers[hero_path, "get"] == {"If-None-Match"}
+    assert headers[hero_path, "patch"] == headers[hero_path, "delete"] == {"If-Match"}
+    assert headers[HEROES, "post"] == set()
     components = schema["components"]["schemas"]
     assert set(components["HeroRead"]["properties"]) == {
         "uuid",

@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 
 import pytest
 from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
 
 from heroes.models import Hero
-from heroes_site.asgi import application
+
+from .conftest import asgi_exchange
 
 
 class Browser:
@@ -49,23 +49,14 @@ class Browser:
         return async_to_sync(self._send)(scope, body)
 
     async def _send(self, scope: dict, body: bytes) -> tuple[int, dict[str, str], str]:
-        communicator = ApplicationCommunicator(application, scope)
-        await communicator.send_input({"type": "http.request", "body": body})
-        start = await communicator.receive_output(timeout=10)
-        content = b""
-        while True:
-            message = await communicator.receive_output(timeout=10)
-            content += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await communicator.wait()
+        status, raw_headers, content = await asgi_exchange(scope, body)
         headers: dict[str, str] = {}
-        for name, value in start["headers"]:
+        for name, value in raw_headers:
             if name.lower() == b"set-cookie":
                 for morsel in SimpleCookie(value.decode()).values():
                     self.cookies[morsel.key] = morsel.value
             headers[name.decode().lower()] = value.decode()
-        return start["status"], headers, content.decode()
+        return status, headers, content.decode()
 
     def csrf_token(self, path: str) -> str:
         status, _, page = self.request("GET", path)

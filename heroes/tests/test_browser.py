@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 
 from heroes.models import Hero, Role
 
-from .conftest import READER_PASSWORD, STAFF_PASSWORD, log_in
+from .conftest import HERO_ACTIONS, READER_PASSWORD, STAFF_PASSWORD, log_in, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -158,3 +158,126 @@ def test_admin_log_in_add_search_and_filter(page: Page, heroes, staff_user):
     page.locator("#changelist-filter").get_by_role("link", name="Mage").click()
     expect(page).to_have_url(re.compile(r"role__exact=mage"))
     expect(page.locator("#result_list tbody tr")).to_have_count(2)
+
+
+# Two people editing one hero at the same time
+
+
+@pytest.fixture
+def editor(db):
+    """A second staff member, who may add, change and delete heroes."""
+    return make_user("editor", HERO_ACTIONS, is_staff=True)
+
+
+EDITOR_PASSWORD = "editor-pass-123"
+ADMIN_CONFIRM_DELETE = "Yes, I\N{RIGHT SINGLE QUOTATION MARK}m sure"  # Django's wording
+CHANGED_MEANWHILE = "This hero was changed by someone else meanwhile, so nothing was written."
+
+
+def stored(hero: Hero) -> tuple[str, str | None]:
+    hero = Hero.objects.get(pk=hero.pk)
+    return hero.nickname, hero.role
+
+
+def test_two_editors_on_the_pages_lose_nothing(
+    page: Page, other_page: Page, heroes, staff_user, editor
+):
+    hero = heroes[3]  # Brother Aldous, a priest
+    log_in(page, "staff", STAFF_PASSWORD)
+    log_in(other_page, "editor", EDITOR_PASSWORD)
+    page.goto(f"/heroes/{hero.pk}/edit/")
+    other_page.goto(f"/heroes/{hero.pk}/edit/")
+
+    page.get_by_label("Role").select_option(label="Mage")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Hero “Brother Aldous” was saved.")
+
+    # The other editor's form still says priest.
+    other_page.get_by_label("Nickname").fill("Father Aldous")
+    other_page.get_by_role("button", name="Save changes").click()
+    refusal = other_page.locator(".errorlist.nonfield")
+    expect(refusal).to_contain_text(CHANGED_MEANWHILE)
+    expect(refusal).to_contain_text("Now saved: nickname “Brother Aldous”, role “Mage”.")
+    expect(other_page.get_by_label("Nickname")).to_have_value("Father Aldous")
+    expect(other_page.get_by_label("Role")).to_have_value("priest")
+    assert stored(hero) == ("Brother Aldous", "mage")  # the first editor's change stands
+
+    # Having seen it, the second editor saves their values anyway.
+    other_page.get_by_role("button", name="Save changes").click()
+    expect(other_page.get_by_role("status")).to_have_text("Hero “Father Aldous” was saved.")
+    assert stored(hero) == ("Father Aldous", "priest")
+
+
+def test_deleting_a_hero_changed_since_the_confirmation_page_asks_again(
+    page: Page, other_page: Page, heroes, staff_user, editor
+):
+    hero = heroes[3]
+    log_in(page, "staff", STAFF_PASSWORD)
+    log_in(other_page, "editor", EDITOR_PASSWORD)
+    page.goto(f"/heroes/{hero.pk}/delete/")
+    other_page.goto(f"/heroes/{hero.pk}/edit/")
+    other_page.get_by_label("Nickname").fill("Father Aldous")
+    other_page.get_by_role("button", name="Save changes").click()
+    expect(other_page.get_by_role("status")).to_have_text("Hero “Father Aldous” was saved.")
+
+    page.get_by_role("button", name="Delete").click()
+    expect(page.locator(".errorlist.nonfield")).to_contain_text(CHANGED_MEANWHILE)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Delete Father Aldous?")
+    assert stored(hero) == ("Father Aldous", "priest")
+
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("Hero “Father Aldous” was deleted.")
+    assert not Hero.objects.filter(pk=hero.pk).exists()
+
+
+def test_two_staff_members_in_the_admin_lose_nothing(
+    page: Page, other_page: Page, heroes, staff_user, editor
+):
+    hero = heroes[3]
+    change = f"/admin/heroes/hero/{hero.pk}/change/"
+    log_in(page, "staff", STAFF_PASSWORD, path="/admin/login/")
+    log_in(other_page, "editor", EDITOR_PASSWORD, path="/admin/login/")
+    page.goto(change)
+    other_page.goto(change)
+
+    page.get_by_label("Role").select_option(label="Mage")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+    other_page.get_by_label("Nickname").fill("Father Aldous")
+    other_page.get_by_role("button", name="Save", exact=True).click()
+    expect(other_page.locator(".errornote")).to_contain_text("Please correct the error below.")
+    refusal = other_page.locator(".errorlist.nonfield")
+    expect(refusal).to_contain_text(CHANGED_MEANWHILE)
+    expect(refusal).to_contain_text("Now saved: nickname “Brother Aldous”, role “Mage”.")
+    expect(other_page.get_by_label("Nickname")).to_have_value("Father Aldous")
+    expect(other_page.get_by_label("Role")).to_have_value("priest")
+    assert stored(hero) == ("Brother Aldous", "mage")
+
+    other_page.get_by_role("button", name="Save", exact=True).click()
+    expect(other_page.locator(".messagelist")).to_contain_text("was changed successfully")
+    assert stored(hero) == ("Father Aldous", "priest")
+
+
+def test_the_admin_asks_again_before_deleting_a_hero_changed_meanwhile(
+    page: Page, other_page: Page, heroes, staff_user, editor
+):
+    hero = heroes[3]
+    log_in(page, "staff", STAFF_PASSWORD, path="/admin/login/")
+    log_in(other_page, "editor", EDITOR_PASSWORD, path="/admin/login/")
+    page.goto(f"/admin/heroes/hero/{hero.pk}/delete/")
+    other_page.goto(f"/admin/heroes/hero/{hero.pk}/change/")
+    other_page.get_by_label("Role").select_option(label="Mage")
+    other_page.get_by_role("button", name="Save", exact=True).click()
+    expect(other_page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+    page.get_by_role("button", name=ADMIN_CONFIRM_DELETE).click()
+    expect(page.locator(".messagelist")).to_contain_text(CHANGED_MEANWHILE)
+    expect(page.locator("#content")).to_contain_text(
+        "Now saved: nickname “Brother Aldous”, role “Mage”."
+    )
+    assert stored(hero) == ("Brother Aldous", "mage")
+
+    page.get_by_role("button", name=ADMIN_CONFIRM_DELETE).click()
+    expect(page.locator(".messagelist")).to_contain_text("was deleted successfully")
+    assert not Hero.objects.filter(pk=hero.pk).exists()

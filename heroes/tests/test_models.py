@@ -2,13 +2,15 @@
 
 import datetime
 import time
+import uuid
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import DataError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from heroes.models import Hero, NicknameTaken, Role
+from heroes.models import Hero, HeroChanged, HeroDeleted, NicknameTaken, Role
 
 pytestmark = pytest.mark.django_db
 
@@ -116,9 +118,98 @@ def test_saving_a_hero_deleted_meanwhile_does_not_recreate_it():
     hero = Hero.objects.create(nickname="Mystra")
     Hero.objects.filter(pk=hero.pk).delete()
     hero.nickname = "Mystra the Second"
-    with pytest.raises(Hero.DoesNotExist):
+    with pytest.raises(Hero.DoesNotExist) as caught:
         hero.save()
+    assert isinstance(caught.value, HeroDeleted)
+    assert caught.value.messages == [
+        "This hero was deleted by someone else meanwhile, so nothing was written."
+    ]
     assert not Hero.objects.exists()
+
+
+def test_an_update_writes_every_concrete_field_but_the_key_and_created_at():
+    hero = Hero.objects.create(nickname="Mystra")
+    with CaptureQueriesContext(connection) as queries:
+        hero.save()
+    [update] = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+    assigned = update.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
+    written = {
+        field.column
+        for field in Hero._meta.concrete_fields
+        if connection.ops.quote_name(field.column) + " =" in assigned
+    }
+    assert written == {
+        field.column
+        for field in Hero._meta.concrete_fields
+        if not field.primary_key and field.name != "created_at"
+    }
+
+
+def test_update_fields_limits_what_an_update_writes():
+    hero = Hero.objects.create(nickname="Mystra", role="mage")
+    Hero.objects.filter(pk=hero.pk).update(nickname="Renamed")  # as another writer would
+    hero.refresh_from_db(fields=["version"])
+    hero.role = "tank"
+    hero.nickname = "Not written"
+    hero.save(update_fields=["role"])
+    stored = Hero.objects.get(pk=hero.pk)
+    assert (stored.nickname, stored.role, stored.version) == ("Renamed", "tank", hero.version)
+
+
+def test_every_write_is_a_new_version():
+    hero = Hero.objects.create(nickname="Mystra")
+    assert hero.version == 1
+    hero.role = "mage"
+    hero.save()
+    assert hero.version == Hero.objects.get(pk=hero.pk).version == 2
+    Hero.objects.filter(pk=hero.pk).update(role="tank")  # bulk writes too
+    stored = Hero.objects.get(pk=hero.pk)
+    assert stored.version == 3
+    assert stored.updated_at > hero.updated_at
+
+
+def test_saving_over_a_version_someone_else_changed_is_refused():
+    hero = Hero.objects.create(nickname="Mystra", role="mage")
+    Hero.objects.change(hero.pk, {"role": "priest"})  # another writer, meanwhile
+    hero.nickname = "Mystra the Wise"
+    with pytest.raises(HeroChanged) as caught:
+        hero.save()
+    assert caught.value.current.role == "priest"
+    assert caught.value.messages == [
+        "This hero was changed by someone else meanwhile, so nothing was written. "
+        "Now saved: nickname “Mystra”, role “Priest”. Submit again to go ahead anyway."
+    ]
+    stored = Hero.objects.get(pk=hero.pk)
+    assert (stored.nickname, stored.role, stored.version) == ("Mystra", "priest", 2)
+    assert hero.version == 1  # still the version it was read at
+
+
+def test_deleting_a_version_someone_else_changed_is_refused():
+    hero = Hero.objects.create(nickname="Mystra")
+    Hero.objects.change(hero.pk, {"role": "priest"})
+    with pytest.raises(HeroChanged):
+        hero.delete()
+    assert Hero.objects.filter(pk=hero.pk).exists()
+    hero.version = 2
+    hero.delete()
+    assert not Hero.objects.exists()
+
+
+def test_change_writes_only_at_the_versions_named():
+    hero = Hero.objects.create(nickname="Mystra")
+    with pytest.raises(HeroChanged):
+        Hero.objects.change(hero.pk, {"role": "tank"}, versions=[2, 3])
+    assert Hero.objects.get(pk=hero.pk).role is None
+    changed = Hero.objects.change(hero.pk, {"role": "tank"}, versions=[1, 3])
+    assert (changed.role, changed.version) == ("tank", 2)
+    assert Hero.objects.change(hero.pk, {}, versions=[2]) == changed  # nothing to write
+    with pytest.raises(HeroDeleted):
+        Hero.objects.change(uuid.uuid4(), {"role": "tank"})
+
+
+def test_describe_names_the_values_a_user_edits():
+    assert Hero(nickname="Mystra", role="mage").describe() == "nickname “Mystra”, role “Mage”"
+    assert Hero(nickname="Mystra").describe() == "nickname “Mystra”, no role"
 
 
 def test_renaming_to_own_nickname_in_other_case_is_allowed():
