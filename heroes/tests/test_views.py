@@ -157,6 +157,29 @@ def test_list_paginates_25_per_page_and_keeps_the_filters(client):
     assert match_count(second) == "30 heroes"
 
 
+def test_a_list_of_exactly_one_page_shows_no_next_page(client):
+    heroes = make_heroes(25)
+    response = client.get(LIST)
+    assert listed(response) == [h.nickname for h in reversed(heroes)]
+    assert not response.context["page_obj"].has_next()
+    assert 'aria-label="Pages"' not in response.content.decode()
+    assert match_count(response) == "25 heroes"
+    assert client.get(LIST, {"page": 2}).status_code == 404
+
+
+def test_one_hero_beyond_a_page_gets_a_next_page(client):
+    heroes = make_heroes(26)
+    first = client.get(LIST)
+    assert listed(first) == [h.nickname for h in reversed(heroes)][:25]
+    assert 'rel="next" href="?page=2"' in first.content.decode()
+
+    second = client.get(LIST, {"page": 2})
+    assert listed(second) == [heroes[0].nickname]
+    assert 'rel="next"' not in second.content.decode()
+    assert shown_range(second) == (26, 26)
+    assert match_count(second) == "26 heroes"
+
+
 def test_a_single_page_shows_no_pagination(client, heroes):
     assert 'aria-label="Pages"' not in client.get(LIST).content.decode()
 
