@@ -2,6 +2,7 @@
 
 import re
 import uuid
+from collections import Counter
 
 import pytest
 from django.conf import settings
@@ -10,10 +11,12 @@ from django.db import connection
 from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from django.views.defaults import server_error
 
 from heroes.models import Hero, Role
 from heroes.pagination import LookaheadPaginator
+from heroes.views import HeroListView
 
 from .conftest import STAFF_PASSWORD, hero_permissions
 
@@ -178,6 +181,28 @@ def test_one_hero_beyond_a_page_gets_a_next_page(client):
     assert 'rel="next"' not in second.content.decode()
     assert shown_range(second) == (26, 26)
     assert match_count(second) == "26 heroes"
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite returns tied rows in one order every time, with or without the tie-breaker",
+)
+def test_list_pages_through_heroes_created_in_one_instant_once_each(client, monkeypatch):
+    # Only newest_first's uuid tie-breaker orders heroes sharing a created_at; without
+    # it PostgreSQL returns the ties in another order for each page's OFFSET query.
+    monkeypatch.setattr(HeroListView, "paginate_by", 3)
+    heroes = make_heroes(40)
+    Hero.objects.update(created_at=timezone.now())
+    shown, page = [], 1
+    while True:
+        response = client.get(LIST, {"page": page})
+        shown += listed(response)
+        if not response.context["page_obj"].has_next():
+            break
+        page += 1
+    repeated = sorted(nickname for nickname, times in Counter(shown).items() if times > 1)
+    missed = sorted({hero.nickname for hero in heroes} - set(shown))
+    assert (repeated, missed) == ([], [])
 
 
 def test_a_single_page_shows_no_pagination(client, heroes):
