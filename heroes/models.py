@@ -60,7 +60,11 @@ class HeroQuerySet(models.QuerySet):
         return self.order_by("-created_at", "-uuid")
 
     def search(self, text: str) -> "HeroQuerySet":
-        """Heroes whose nickname contains `text`, ignoring case (also beyond ASCII)."""
+        """Heroes whose nickname contains `text`, trimmed, ignoring case (also beyond
+        ASCII); all of them when `text` is blank."""
+        text = text.strip()
+        if not text:
+            return self
         return self.alias(nickname_lower=Lower("nickname")).filter(
             nickname_lower__contains=text.lower()
         )
@@ -68,8 +72,8 @@ class HeroQuerySet(models.QuerySet):
     def listing(self, *, search: str | None = None, role: str | None = None) -> "HeroQuerySet":
         """The heroes a list page or the API shows: filtered, newest first."""
         heroes = self
-        if search and search.strip():
-            heroes = heroes.search(search.strip())
+        if search:
+            heroes = heroes.search(search)
         if role:
             heroes = heroes.filter(role=role)
         return heroes.newest_first()

@@ -62,6 +62,24 @@ def test_changelist_searches_nicknames_ignoring_case(staff_client, heroes):
     assert changelist_nicknames(response) == ["Ärgerlich Öz"]
 
 
+@pytest.mark.parametrize(
+    ("search", "found"),
+    [
+        # Django's own admin search ANDs the words, in any order: it would find these.
+        ("blade shadow", []),
+        ("wall iron", []),
+        ("ron wa", ["Iron Wall"]),
+        # As on the HTML list, the typed text is trimmed, and a blank one finds all.
+        (" BLADE ", ["Shadowblade"]),
+        ("  ", None),
+    ],
+)
+def test_changelist_search_is_the_shared_nickname_search(staff_client, heroes, search, found):
+    expected = [h.nickname for h in reversed(heroes)] if found is None else found
+    assert changelist_nicknames(staff_client.get(CHANGELIST, {"q": search})) == expected
+    assert [h.nickname for h in Hero.objects.listing(search=search)] == expected
+
+
 def test_changelist_filters_by_role(staff_client, heroes):
     response = staff_client.get(CHANGELIST, {"role__exact": "mage"})
     assert changelist_nicknames(response) == ["Ärgerlich Öz", "Mystra"]
