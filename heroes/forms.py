@@ -5,7 +5,14 @@ from contextlib import contextmanager
 
 from django import forms
 
-from .models import Hero, NicknameTaken, Role, validate_storable_text
+from .models import Hero, NicknameTaken, Role, normalize_nickname, validate_storable_text
+
+
+class NicknameField(forms.CharField):
+    """A nickname, normalised the model's way before the form checks its length."""
+
+    def to_python(self, value: object) -> str:
+        return normalize_nickname(super().to_python(value))
 
 
 class HeroForm(forms.ModelForm):
@@ -14,8 +21,9 @@ class HeroForm(forms.ModelForm):
     class Meta:
         model = Hero
         fields = ["nickname", "role"]
+        field_classes = {"nickname": NicknameField}
         help_texts = {
-            "nickname": "Unique, ignoring letter case. At most 255 characters.",
+            "nickname": "Unique, ignoring letter case. Plain text, at most 255 characters.",
             "role": "Optional.",
         }
 

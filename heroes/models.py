@@ -9,6 +9,7 @@ and the JSON API all go through it.
 import datetime
 import hashlib
 import secrets
+import unicodedata
 import uuid
 from contextlib import nullcontext
 
@@ -28,6 +29,11 @@ NICKNAME_MAX_LENGTH = 255
 NICKNAME_TAKEN_MESSAGE = "A hero with this nickname already exists."
 NICKNAME_TAKEN_CODE = "nickname_taken"
 UNIQUE_NICKNAME_CONSTRAINT = "uq_hrs_heroes_nickname"
+# Unicode categories plain text may not contain: control characters (Cc: NUL, ESC,
+# tab, CR, LF...), invisible format characters (Cf: zero-width spaces and joiners,
+# bidirectional overrides, soft hyphens...), and the line and paragraph separators
+# (Zl, Zp), which break a line as CR/LF do.
+NON_TEXT_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def validate_storable_text(value: str) -> None:
@@ -40,8 +46,33 @@ def validate_storable_text(value: str) -> None:
         raise ValidationError("Invalid Unicode text.", code="invalid_text") from None
 
 
+def non_text_characters(value: str) -> list[str]:
+    """The characters of `value` in NON_TEXT_CATEGORIES, in order."""
+    if value.isprintable():  # False for every such category: ordinary text stops here
+        return []
+    return [char for char in value if unicodedata.category(char) in NON_TEXT_CATEGORIES]
+
+
+def validate_plain_text(value: str) -> None:
+    """Reject control and invisible format characters (see NON_TEXT_CATEGORIES)."""
+    if found := non_text_characters(value):
+        code_points = ", ".join(dict.fromkeys(f"U+{ord(char):04X}" for char in found))
+        raise ValidationError(
+            "Control and invisible formatting characters are not allowed (found %(found)s).",
+            code="non_text_characters",
+            params={"found": code_points},
+        )
+
+
 def normalize_nickname(value: str) -> str:
-    return value.strip()
+    """The form in which a nickname is validated, compared and stored.
+
+    Unicode NFKC turns compatibility look-alikes into the plain characters (full-width
+    U+FF33 into "S", the ligature U+FB01 into "fi"); then surrounding whitespace goes.
+    Normalise before checking the length: NFKC can shorten ("e" + U+0301 becomes "é")
+    or lengthen (U+FDFA becomes 18 characters) a nickname.
+    """
+    return unicodedata.normalize("NFKC", value).strip()
 
 
 class NicknameTaken(ValidationError):
@@ -60,10 +91,12 @@ class HeroQuerySet(models.QuerySet):
         return self.order_by("-created_at", "-uuid")
 
     def search(self, text: str) -> "HeroQuerySet":
-        """Heroes whose nickname contains `text`, trimmed, ignoring case (also beyond
-        ASCII); all of them when `text` is blank."""
-        text = text.strip()
-        if not text:
+        """Heroes whose nickname contains `text`, ignoring case (also beyond ASCII).
+
+        The text is normalised as nicknames are, so a full-width "Super" finds
+        "Superman"; a blank text filters nothing.
+        """
+        if not (text := normalize_nickname(text)):
             return self
         return self.alias(nickname_lower=Lower("nickname")).filter(
             nickname_lower__contains=text.lower()
@@ -102,7 +135,9 @@ class Role(models.TextChoices):
 
 class Hero(models.Model):
     uuid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    nickname = models.CharField(max_length=NICKNAME_MAX_LENGTH, validators=[validate_storable_text])
+    nickname = models.CharField(
+        max_length=NICKNAME_MAX_LENGTH, validators=[validate_storable_text, validate_plain_text]
+    )
     # NULL, not "", is "no role": the API shows it as null.
     role = models.CharField(max_length=16, choices=Role, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
