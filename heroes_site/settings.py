@@ -221,11 +221,24 @@ if LOG_FORMAT not in ("text", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # Both formats escape control characters: a request cannot forge or hide lines.
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "heroes_site.log_formats.JsonFormatter"},
+        "text": {
+            "class": "heroes_site.log_formats.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"class": "heroes_site.log_formats.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "filters": {
+        "suspicious_requests": {"()": "heroes_site.log_formats.SuspiciousRequestsAsWarnings"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["suspicious_requests"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         # heroes.requests already logs every request; keep Django's own 4xx notes out.

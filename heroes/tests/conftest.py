@@ -1,5 +1,8 @@
 import inspect
+import io
 import json
+import logging
+import logging.config
 import os
 import subprocess
 import sys
@@ -8,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Permission
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -84,6 +88,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def fast_password_hashing(settings) -> None:
     # The production hasher is slow on purpose; tests log users in a lot.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def server_log(request: pytest.FixtureRequest, caplog) -> Iterator[io.StringIO]:
+    """What the server's log handler (settings.LOGGING's console) writes during the
+    test, from INFO up, in the text format or the one parametrized indirectly."""
+    caplog.set_level(logging.INFO)
+    [console] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    log_format = getattr(request, "param", "text")
+    formatter = logging.config.DictConfigurator({}).configure_formatter(
+        settings.LOGGING["formatters"][log_format]
+    )
+    configured_formatter, output = console.formatter, io.StringIO()
+    console.setFormatter(formatter)
+    configured_stream = console.setStream(output)
+    yield output
+    console.setStream(configured_stream)
+    console.setFormatter(configured_formatter)
 
 
 @pytest.fixture
