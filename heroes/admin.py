@@ -2,9 +2,10 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import ForeignKey, QuerySet
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse
@@ -19,6 +20,21 @@ admin.site.site_header = settings.PROJECT_NAME
 admin.site.site_title = settings.PROJECT_NAME
 
 
+class CheckedSelectionMixin:
+    """Actions that refuse a crafted selection (an id that is no primary key of the
+    model: not a UUID, beyond the integer range) like an empty one, with a message;
+    Django's own would fail on it with a 500."""
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        try:
+            for pk in request.POST.getlist(ACTION_CHECKBOX_NAME):
+                self.opts.pk.clean(pk, None)
+        except ValidationError:
+            self.message_user(request, "Invalid selection: no items were changed.", messages.ERROR)
+            return None  # the changelist shows itself again
+        return super().response_action(request, queryset)
+
+
 class HeroNotSaved(Exception):
     """The hero could not be saved: the form (now invalid) says why, or, without a
     form, the hero was deleted meanwhile."""
@@ -29,7 +45,7 @@ class HeroNotSaved(Exception):
 
 
 @admin.register(Hero)
-class HeroAdmin(admin.ModelAdmin):
+class HeroAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     form = HeroForm
     list_display = ["nickname", "role", "created_at", "updated_at"]
     list_filter = ["role"]
@@ -80,7 +96,7 @@ class HeroAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     """Staff issue, list and revoke API tokens.
 
     A token acts with all its user's permissions, so only a superuser issues tokens
@@ -155,9 +171,10 @@ admin.site.unregister(get_user_model())
 
 
 @admin.register(get_user_model())
-class UserAdmin(auth_admin.UserAdmin):
+class UserAdmin(CheckedSelectionMixin, auth_admin.UserAdmin):
     """Django's user admin, whose autocomplete offers a token's owner to choose: to
-    staff who are no superuser (and may view users), only themselves."""
+    staff who are no superuser (and may view users), only themselves. Its actions
+    check their selection, as the other admins' do."""
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str

@@ -159,6 +159,17 @@ def reader_token(reader) -> str:
 
 
 @pytest.fixture
+def superuser(db) -> AbstractUser:
+    return get_user_model().objects.create_superuser("root", password="root-pass")
+
+
+@pytest.fixture
+def superuser_client(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
 def staff_client(client, staff_user):
     client.force_login(staff_user)
     return client

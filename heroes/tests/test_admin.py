@@ -248,12 +248,6 @@ def test_delete_from_the_admin(staff_client, heroes):
     assert not Hero.objects.filter(pk=heroes[0].pk).exists()
 
 
-@pytest.fixture
-def superuser_client(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
 def test_admin_issues_a_token_and_shows_it_once(superuser_client, writer):
     response = superuser_client.post(
         reverse("admin:heroes_apitoken_add"), {"user": writer.pk, "name": "deploys"}
@@ -292,11 +286,6 @@ TOKEN_CHANGELIST = reverse("admin:heroes_apitoken_changelist")
 USERS_AUTOCOMPLETE = reverse("admin:autocomplete") + (
     "?app_label=heroes&model_name=apitoken&field_name=user&term="
 )
-
-
-@pytest.fixture
-def superuser(django_user_model) -> AbstractUser:
-    return django_user_model.objects.create_superuser("root", password="root-pass")
 
 
 @pytest.fixture
