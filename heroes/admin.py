@@ -1,6 +1,11 @@
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import ForeignKey, QuerySet
+from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -13,8 +18,23 @@ admin.site.site_header = settings.PROJECT_NAME
 admin.site.site_title = settings.PROJECT_NAME
 
 
+class CheckedSelectionMixin:
+    """Actions that refuse a crafted selection (an id that is no primary key of the
+    model: not a UUID, beyond the integer range) like an empty one, with a message;
+    Django's own would fail on it with a 500."""
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        try:
+            for pk in request.POST.getlist(ACTION_CHECKBOX_NAME):
+                self.opts.pk.clean(pk, None)
+        except ValidationError:
+            self.message_user(request, "Invalid selection: no items were changed.", messages.ERROR)
+            return None  # the changelist shows itself again
+        return super().response_action(request, queryset)
+
+
 @admin.register(Hero)
-class HeroAdmin(admin.ModelAdmin):
+class HeroAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     form = HeroForm
     list_display = ["nickname", "role", "created_at", "updated_at"]
     list_filter = ["role"]
@@ -80,13 +100,20 @@ class HeroAdmin(admin.ModelAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         # The same nickname search as the HTML list and the API.
-        if not search_term:
-            return queryset, False
         return queryset.search(search_term), False
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(CheckedSelectionMixin, admin.ModelAdmin):
+    """Staff issue, list and revoke API tokens.
+
+    A token acts with all its user's permissions, so only a superuser issues tokens
+    for another user, or sees and revokes theirs; other staff deal with their own
+    tokens only. The server enforces it: get_queryset (the list, the change and
+    delete views, the actions), the add form's choice of user, save_model as the
+    last guard, and the users' autocomplete (UserAdmin below).
+    """
+
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     list_select_related = ["user"]
@@ -94,6 +121,24 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
     autocomplete_fields = ["user"]
     actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        tokens = super().get_queryset(request)
+        return tokens if request.user.is_superuser else tokens.filter(user=request.user)
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        # The others have one user to choose: a plain select, preset, does.
+        return self.autocomplete_fields if request.user.is_superuser else []
+
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey, request: HttpRequest, **kwargs
+    ) -> ModelChoiceField:
+        if db_field.name == "user" and not request.user.is_superuser:
+            # Another user's id, posted anyway, is "not one of the available choices".
+            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)
+            kwargs["initial"] = request.user.pk
+            kwargs["empty_label"] = None
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         # A token's owner and name are set once; afterwards it can only be revoked.
@@ -103,6 +148,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "user", "name"] if obj else ["user", "name"]
 
     def save_model(self, request, obj, form, change):
+        if obj.user_id != request.user.pk and not request.user.is_superuser:
+            raise PermissionDenied  # the form refuses it first; this guards its changes
         if not change:
             obj.raw_token = obj.generate_key()
         super().save_model(request, obj, form, change)
@@ -116,3 +163,31 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         revoked = queryset.filter(revoked_at=None).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+
+
+def is_token_user_autocomplete(request: HttpRequest) -> bool:
+    """Whether `request` is the admin's autocomplete for ApiToken.user."""
+    source = ApiToken._meta
+    return request.resolver_match.view_name == "admin:autocomplete" and (
+        request.GET.get("app_label"),
+        request.GET.get("model_name"),
+        request.GET.get("field_name"),
+    ) == (source.app_label, source.model_name, "user")
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class UserAdmin(CheckedSelectionMixin, auth_admin.UserAdmin):
+    """Django's user admin, whose autocomplete offers a token's owner to choose: to
+    staff who are no superuser (and may view users), only themselves. Its actions
+    check their selection, as the other admins' do."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        users, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if is_token_user_autocomplete(request) and not request.user.is_superuser:
+            users = users.filter(pk=request.user.pk)
+        return users, may_have_duplicates

@@ -18,6 +18,7 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import SuspiciousOperation
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
@@ -329,6 +330,15 @@ def hero_changed(request: HttpRequest, exc: HeroChanged) -> HttpResponse:
 @api.exception_handler(Hero.DoesNotExist)
 def hero_not_found(request: HttpRequest, exc: Hero.DoesNotExist) -> HttpResponse:
     return error(request, 404, HERO_NOT_FOUND)
+
+
+@api.exception_handler(SuspiciousOperation)
+def bad_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    # What Django answers outside ninja (too many query parameters, ...): a 400, noted
+    # on its security logger, here in one line (a client's request, not our fault,
+    # so no traceback).
+    logging.getLogger(f"django.security.{type(exc).__name__}").warning("%s", exc)
+    return error(request, 400, f"Bad request: {exc}")
 
 
 @api.exception_handler(OperationalError)

@@ -2,7 +2,21 @@
 
 from django import forms
 
-from .models import Hero, HeroChanged, HeroNotSaved, Role, validate_storable_text
+from .models import (
+    Hero,
+    HeroChanged,
+    HeroNotSaved,
+    Role,
+    normalize_nickname,
+    validate_storable_text,
+)
+
+
+class NicknameField(forms.CharField):
+    """A nickname, normalised the model's way before the form checks its length."""
+
+    def to_python(self, value: object) -> str:
+        return normalize_nickname(super().to_python(value))
 
 
 class StoredHeroForm(forms.ModelForm):
@@ -41,8 +55,9 @@ class HeroForm(StoredHeroForm):
     class Meta:
         model = Hero
         fields = ["nickname", "role", "version"]
+        field_classes = {"nickname": NicknameField}
         help_texts = {
-            "nickname": "Unique, ignoring letter case. At most 255 characters.",
+            "nickname": "Unique, ignoring letter case. Plain text, at most 255 characters.",
             "role": "Optional.",
         }
 

@@ -18,6 +18,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware import clickjacking, common, csrf, security
 from django.template.loader import render_to_string
+from django.utils.cache import patch_cache_control
 from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
 
@@ -86,6 +87,29 @@ def content_security_policy(get_response: Handler) -> Handler:
     async def middleware(request: HttpRequest) -> HttpResponse:
         response = await get_response(request)
         response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
+
+    return middleware
+
+
+@async_only_middleware
+def private_for_sessions(get_response: Handler) -> Handler:
+    """`Cache-Control: private` on every response to a logged-in user, so no shared
+    cache (a proxy, a CDN) keeps a page made for them; public pages and static files
+    (served before this middleware) are left cacheable.
+
+    "Logged in" is read from the session cookie, sent by the request or set by the
+    response (the login itself), not from the session: loading it would cost a query
+    and a thread hop on every such request, including API reads that never look at
+    the user. A leftover cookie of an ended session only makes a page private.
+    Place it just before SessionMiddleware, which sets the cookie.
+    """
+    cookie = settings.SESSION_COOKIE_NAME
+
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        response = await get_response(request)
+        if cookie in request.COOKIES or cookie in response.cookies:
+            patch_cache_control(response, private=True)
         return response
 
     return middleware

@@ -10,6 +10,7 @@ JSON API all go through it.
 import datetime
 import hashlib
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
@@ -35,6 +36,11 @@ HERO_CHANGED_MESSAGE = (
     "Now saved: %(now_saved)s. Submit again to go ahead anyway."
 )
 HERO_DELETED_MESSAGE = "This hero was deleted by someone else meanwhile, so nothing was written."
+# Unicode categories plain text may not contain: control characters (Cc: NUL, ESC,
+# tab, CR, LF...), invisible format characters (Cf: zero-width spaces and joiners,
+# bidirectional overrides, soft hyphens...), and the line and paragraph separators
+# (Zl, Zp), which break a line as CR/LF do.
+NON_TEXT_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def validate_storable_text(value: str) -> None:
@@ -47,8 +53,33 @@ def validate_storable_text(value: str) -> None:
         raise ValidationError("Invalid Unicode text.", code="invalid_text") from None
 
 
+def non_text_characters(value: str) -> list[str]:
+    """The characters of `value` in NON_TEXT_CATEGORIES, in order."""
+    if value.isprintable():  # False for every such category: ordinary text stops here
+        return []
+    return [char for char in value if unicodedata.category(char) in NON_TEXT_CATEGORIES]
+
+
+def validate_plain_text(value: str) -> None:
+    """Reject control and invisible format characters (see NON_TEXT_CATEGORIES)."""
+    if found := non_text_characters(value):
+        code_points = ", ".join(dict.fromkeys(f"U+{ord(char):04X}" for char in found))
+        raise ValidationError(
+            "Control and invisible formatting characters are not allowed (found %(found)s).",
+            code="non_text_characters",
+            params={"found": code_points},
+        )
+
+
 def normalize_nickname(value: str) -> str:
-    return value.strip()
+    """The form in which a nickname is validated, compared and stored.
+
+    Unicode NFKC turns compatibility look-alikes into the plain characters (full-width
+    U+FF33 into "S", the ligature U+FB01 into "fi"); then surrounding whitespace goes.
+    Normalise before checking the length: NFKC can shorten ("e" + U+0301 becomes "é")
+    or lengthen (U+FDFA becomes 18 characters) a nickname.
+    """
+    return unicodedata.normalize("NFKC", value).strip()
 
 
 class HeroNotSaved(ValidationError):
@@ -103,7 +134,13 @@ class HeroQuerySet(models.QuerySet):
         return self.order_by("-created_at", "-uuid")
 
     def search(self, text: str) -> "HeroQuerySet":
-        """Heroes whose nickname contains `text`, ignoring case (also beyond ASCII)."""
+        """Heroes whose nickname contains `text`, ignoring case (also beyond ASCII).
+
+        The text is normalised as nicknames are, so a full-width "Super" finds
+        "Superman"; a blank text filters nothing.
+        """
+        if not (text := normalize_nickname(text)):
+            return self
         return self.alias(nickname_lower=Lower("nickname")).filter(
             nickname_lower__contains=text.lower()
         )
@@ -111,8 +148,8 @@ class HeroQuerySet(models.QuerySet):
     def listing(self, *, search: str | None = None, role: str | None = None) -> "HeroQuerySet":
         """The heroes a list page or the API shows: filtered, newest first."""
         heroes = self
-        if search and search.strip():
-            heroes = heroes.search(search.strip())
+        if search:
+            heroes = heroes.search(search)
         if role:
             heroes = heroes.filter(role=role)
         return heroes.newest_first()
@@ -199,7 +236,9 @@ class Role(models.TextChoices):
 
 class Hero(models.Model):
     uuid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    nickname = models.CharField(max_length=NICKNAME_MAX_LENGTH, validators=[validate_storable_text])
+    nickname = models.CharField(
+        max_length=NICKNAME_MAX_LENGTH, validators=[validate_storable_text, validate_plain_text]
+    )
     # NULL, not "", is "no role": the API shows it as null.
     role = models.CharField(max_length=16, choices=Role, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)

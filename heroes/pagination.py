@@ -6,6 +6,10 @@ from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
 from django.utils.functional import cached_property
 
+# The largest row number a query's OFFSET and LIMIT can name: the databases take them
+# as signed 64-bit integers (PostgreSQL: "bigint out of range"; SQLite: OverflowError).
+MAX_ROW_NUMBER = 2**63 - 1
+
 
 class CappedCountPaginator(Paginator):
     """A paginator that counts rows no further than `count_limit + 1`.
@@ -75,6 +79,8 @@ class LookaheadPaginator(CappedCountPaginator):
             raise PageNotAnInteger(self.error_messages["invalid_page"]) from None
         if number < 1:
             raise EmptyPage(self.error_messages["min_page"])
+        if number * self.per_page + 1 > MAX_ROW_NUMBER:  # page() reads one row more
+            raise EmptyPage(self.error_messages["no_results"])
         return number
 
     def page(self, number: int | str) -> "LookaheadPage":

@@ -1,33 +1,55 @@
 """The JSON shapes of the API, in the article's FastAPI service's shapes.
 
-Field rules come from heroes.models (lengths, roles, storable text), so the API
-rejects with 422 exactly what the model and the database would refuse.
+Field rules come from heroes.models (nickname normalisation, lengths, roles, plain and
+storable text), so the API rejects with 422 exactly what the model and the database
+would refuse.
 """
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from ninja import Field, Schema
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
-from .models import NICKNAME_MAX_LENGTH, Role, validate_storable_text
-
-
-def storable_text(value: str) -> str:
-    try:
-        validate_storable_text(value)
-    except DjangoValidationError as error:
-        raise ValueError(error.messages[0]) from None
-    return value
+from .models import (
+    NICKNAME_MAX_LENGTH,
+    Role,
+    normalize_nickname,
+    validate_plain_text,
+    validate_storable_text,
+)
 
 
-# strip_whitespace is str.strip(), the model's normalize_nickname.
+def pydantic_validator(django_validator: Callable[[str], None]) -> Callable[[str], str]:
+    """A Django validator as a pydantic one: its message in a 422's `msg`."""
+
+    def validate(value: str) -> str:
+        try:
+            django_validator(value)
+        except DjangoValidationError as error:
+            raise ValueError(error.messages[0]) from None
+        return value
+
+    return validate
+
+
+def normalized_nickname(value: object) -> object:
+    # Before the string checks, so they see what the model stores; anything but a
+    # string goes on to fail them.
+    return normalize_nickname(value) if isinstance(value, str) else value
+
+
+storable_text = pydantic_validator(validate_storable_text)
+# A BeforeValidator runs before the metadata ahead of it: normalised, then checked.
 Nickname = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NICKNAME_MAX_LENGTH),
+    StringConstraints(min_length=1, max_length=NICKNAME_MAX_LENGTH),
+    BeforeValidator(normalized_nickname),
     AfterValidator(storable_text),
+    AfterValidator(pydantic_validator(validate_plain_text)),
 ]
 SearchText = Annotated[
     str, StringConstraints(max_length=NICKNAME_MAX_LENGTH), AfterValidator(storable_text)

@@ -1,21 +1,90 @@
+"""How log lines are written (settings.LOGGING): text or JSON, one line per record,
+whoever the logger and whatever the request put into its message."""
+
 import json
 import logging
+import re
+
+from django.core.exceptions import SuspiciousOperation
 
 # The attributes every LogRecord has; anything else was passed with `extra=`.
 STANDARD_ATTRIBUTES = {*vars(logging.makeLogRecord({})), "message", "asctime"}
 
+# Characters that end a line or drive a terminal (C0 and C1 controls, DEL, Unicode's
+# line and paragraph separators) or reorder the text around them (bidi controls):
+# in a path or header they would forge log lines or hide what was logged.
+CONTROL_CHARACTERS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control_character(match: re.Match) -> str:
+    character = match.group()
+    code = ord(character)
+    return ESCAPES.get(character) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_control_characters(text: str) -> str:
+    r"""`text` with each control character written as an escape: "\n" as "\\n", ESC as
+    "\\x1b"."""
+    return CONTROL_CHARACTERS.sub(escape_control_character, text)
+
+
+def escape_lines(text: str) -> list[str]:
+    """The lines of a multi-line text (a traceback), each escaped."""
+    return [escape_control_characters(line) for line in text.split("\n")]
+
+
+class TextFormatter(logging.Formatter):
+    """`format`, with the message escaped so a record is one line; a traceback
+    follows on lines of its own, indented, so that every line beginning at the left
+    margin starts a record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        lines = [escape_control_characters(self.formatMessage(record))]
+        if record.exc_info:
+            lines += ["  " + line for line in escape_lines(self.formatException(record.exc_info))]
+        if record.stack_info:
+            lines += ["  " + line for line in escape_lines(self.formatStack(record.stack_info))]
+        return "\n".join(lines)
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the fields passed as `extra=` at top level."""
+    """One JSON object per line, with the fields passed as `extra=` at top level.
+
+    Texts are escaped as in the text format, so a field read back (`jq -r .path`)
+    cannot drive a terminal or split a line either.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": escape_control_characters(record.getMessage()),
         }
-        entry.update((k, v) for k, v in vars(record).items() if k not in STANDARD_ATTRIBUTES)
+        entry.update(
+            (k, escape_control_characters(v) if isinstance(v, str) else v)
+            for k, v in vars(record).items()
+            if k not in STANDARD_ATTRIBUTES
+        )
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            entry["exception"] = "\n".join(escape_lines(self.formatException(record.exc_info)))
+        return json.dumps(entry, default=lambda value: escape_control_characters(str(value)))
+
+
+class SuspiciousRequestsAsWarnings(logging.Filter):
+    """Django logs a SuspiciousOperation (too many fields, a forged Host header, ...)
+    at ERROR with its traceback, then answers 400: the client's doing, not a fault
+    of ours. Such a record is written as a one-line WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SuspiciousOperation):
+            # A handler's filter can only change the record itself (Python < 3.12).
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True

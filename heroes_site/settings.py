@@ -7,6 +7,7 @@ print that line instead of a traceback.
 
 import tomllib
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -98,6 +99,7 @@ INSTALLED_APPS = [
     "servestatic.runserver_nostatic",  # servestatic serves static files in development too
     "django.contrib.staticfiles",
     "ninja",  # serves Swagger UI's files itself (no CDN)
+    "axes",
     "heroes",
 ]
 
@@ -107,6 +109,7 @@ MIDDLEWARE = [
     "heroes.middleware.content_security_policy",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
+    "heroes.middleware.private_for_sessions",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -114,6 +117,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "heroes.middleware.DatabaseUnavailableMiddleware",
+    # Async-capable: it turns a lockout into the 429 page (axes wants it last).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "heroes_site.urls"
@@ -149,6 +154,36 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 CSRF_FAILURE_VIEW = "heroes.views.csrf_failure"  # templates/403_csrf.html
+
+# django-axes refuses a login before the password is checked once its (username, client
+# address) pair has failed AXES_FAILURE_LIMIT times within the cool-off.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+
+def positive_int(name: str, default: int) -> int:
+    value = env.str(name, default=str(default))
+    if not value.isdigit() or int(value) < 1:
+        raise ImproperlyConfigured(f"{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
+
+
+AXES_FAILURE_LIMIT = positive_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=positive_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Each attempt while locked restarts the cool-off (axes' default; the 429 page says so).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+# Attempts live in the database, so every worker and replica counts the same failures.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# The socket's peer, which the server (uvicorn, gunicorn) has already replaced with the
+# X-Forwarded-For address only when the peer is one of its FORWARDED_ALLOW_IPS.
+AXES_CLIENT_IP_CALLABLE = "heroes.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "heroes.lockout.locked_out"  # templates/registration/locked_out.html
+# axes logs its lockout decisions at WARNING; not verbose keeps the client's
+# User-Agent out of those lines (the username and address are masked).
+AXES_VERBOSE = False
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "heroes:list"
@@ -187,15 +222,29 @@ if LOG_FORMAT not in ("text", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # Both formats escape control characters: a request cannot forge or hide lines.
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "heroes_site.log_formats.JsonFormatter"},
+        "text": {
+            "class": "heroes_site.log_formats.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"class": "heroes_site.log_formats.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "filters": {
+        "suspicious_requests": {"()": "heroes_site.log_formats.SuspiciousRequestsAsWarnings"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["suspicious_requests"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         # heroes.requests already logs every request; keep Django's own 4xx notes out.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # its lockout notes, not two lines per login
     },
 }

@@ -2,9 +2,8 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # The lead points this at 0005_normalize_nicknames when merging issue 9.
     dependencies = [
-        ("heroes", "0004_hero_verbose_name_plural"),
+        ("heroes", "0005_normalize_nicknames"),
     ]
 
     operations = [

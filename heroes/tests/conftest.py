@@ -1,5 +1,8 @@
 import inspect
+import io
 import json
+import logging
+import logging.config
 import os
 import subprocess
 import sys
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Permission
 from django.db import connection, connections
@@ -109,6 +113,24 @@ def fast_password_hashing(settings) -> None:
 
 
 @pytest.fixture
+def server_log(request: pytest.FixtureRequest, caplog) -> Iterator[io.StringIO]:
+    """What the server's log handler (settings.LOGGING's console) writes during the
+    test, from INFO up, in the text format or the one parametrized indirectly."""
+    caplog.set_level(logging.INFO)
+    [console] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    log_format = getattr(request, "param", "text")
+    formatter = logging.config.DictConfigurator({}).configure_formatter(
+        settings.LOGGING["formatters"][log_format]
+    )
+    configured_formatter, output = console.formatter, io.StringIO()
+    console.setFormatter(formatter)
+    configured_stream = console.setStream(output)
+    yield output
+    console.setStream(configured_stream)
+    console.setFormatter(configured_formatter)
+
+
+@pytest.fixture
 def heroes(db) -> list[Hero]:
     """The heroes of data/heroes.json, saved oldest first (so newest is last)."""
     return [Hero.objects.create(**hero) for hero in load_data("heroes")["heroes"]]
@@ -188,6 +210,17 @@ def writer_token(writer) -> str:
 @pytest.fixture
 def reader_token(reader) -> str:
     return ApiToken.issue(reader, "tests")[1]
+
+
+@pytest.fixture
+def superuser(db) -> AbstractUser:
+    return get_user_model().objects.create_superuser("root", password="root-pass")
+
+
+@pytest.fixture
+def superuser_client(client, superuser):
+    client.force_login(superuser)
+    return client
 
 
 @pytest.fixture

@@ -4,8 +4,10 @@ import re
 
 import pytest
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.admin.models import LogEntry
-from django.core.exceptions import NON_FIELD_ERRORS
+from django.contrib.auth.models import AbstractUser, Permission
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -16,7 +18,7 @@ from heroes.forms import HeroForm
 from heroes.models import HERO_DELETED_MESSAGE, ApiToken, Hero
 from heroes.pagination import EstimatedCountPaginator
 
-from .conftest import in_another_connection, needs_a_second_connection
+from .conftest import in_another_connection, make_user, needs_a_second_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -64,6 +66,24 @@ def test_changelist_lists_newest_first_with_the_columns(staff_client, heroes):
 def test_changelist_searches_nicknames_ignoring_case(staff_client, heroes):
     response = staff_client.get(CHANGELIST, {"q": "ärger"})
     assert changelist_nicknames(response) == ["Ärgerlich Öz"]
+
+
+@pytest.mark.parametrize(
+    ("search", "found"),
+    [
+        # Django's own admin search ANDs the words, in any order: it would find these.
+        ("blade shadow", []),
+        ("wall iron", []),
+        ("ron wa", ["Iron Wall"]),
+        # As on the HTML list, the typed text is trimmed, and a blank one finds all.
+        (" BLADE ", ["Shadowblade"]),
+        ("  ", None),
+    ],
+)
+def test_changelist_search_is_the_shared_nickname_search(staff_client, heroes, search, found):
+    expected = [h.nickname for h in reversed(heroes)] if found is None else found
+    assert changelist_nicknames(staff_client.get(CHANGELIST, {"q": search})) == expected
+    assert [h.nickname for h in Hero.objects.listing(search=search)] == expected
 
 
 def test_changelist_filters_by_role(staff_client, heroes):
@@ -362,12 +382,6 @@ def test_delete_from_the_admin(staff_client, heroes):
     assert not Hero.objects.filter(pk=heroes[0].pk).exists()
 
 
-@pytest.fixture
-def superuser_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password="root-pass"))
-    return client
-
-
 def test_admin_issues_a_token_and_shows_it_once(superuser_client, writer):
     response = superuser_client.post(
         reverse("admin:heroes_apitoken_add"), {"user": writer.pk, "name": "deploys"}
@@ -397,3 +411,119 @@ def test_admin_revokes_tokens_and_shows_last_use(superuser_client, writer):
     )
     assert response.status_code == 302
     assert ApiToken.objects.filter(revoked_at=None).count() == 0
+
+
+# API tokens: only a superuser deals with another user's tokens
+
+TOKEN_ADD = reverse("admin:heroes_apitoken_add")
+TOKEN_CHANGELIST = reverse("admin:heroes_apitoken_changelist")
+USERS_AUTOCOMPLETE = reverse("admin:autocomplete") + (
+    "?app_label=heroes&model_name=apitoken&field_name=user&term="
+)
+
+
+@pytest.fixture
+def token_staff(db) -> AbstractUser:
+    """Staff, no superuser, whose only permissions are to issue and see API tokens."""
+    user = make_user("tokens", (), is_staff=True)
+    grant(user, "heroes.add_apitoken", "heroes.view_apitoken")
+    return user
+
+
+def grant(user: AbstractUser, *permissions: str) -> None:
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+
+
+def test_staff_cannot_issue_a_token_for_another_user(client, token_staff, superuser):
+    client.force_login(token_staff)
+    # The crafted POST: the superuser's id, which the form never offered.
+    response = client.post(TOKEN_ADD, {"user": superuser.pk, "name": "escalate"})
+    assert response.status_code == 200
+    assert "user" in response.context["adminform"].form.errors
+    assert not ApiToken.objects.exists()
+
+
+def test_staff_issue_tokens_for_themselves(client, token_staff, superuser):
+    client.force_login(token_staff)
+    form = client.get(TOKEN_ADD).context["adminform"].form
+    assert list(form.fields["user"].queryset) == [token_staff]  # no one else to choose
+    assert form.fields["user"].initial == token_staff.pk
+    response = client.post(TOKEN_ADD, {"user": token_staff.pk, "name": "mine"})
+    assert response.status_code == 200
+    token = ApiToken.objects.get()
+    assert (token.user, token.key_hash) == (
+        token_staff,
+        ApiToken.hash(response.context["token"].raw_token),
+    )
+
+
+def test_saving_a_token_for_another_user_is_refused_even_past_the_form(token_staff, writer, rf):
+    # save_model is the last guard, should a form ever let another user through.
+    request = rf.post(TOKEN_ADD)
+    request.user = token_staff
+    token_admin = admin.site.get_model_admin(ApiToken)
+    with pytest.raises(PermissionDenied):
+        token_admin.save_model(request, ApiToken(user=writer, name="escalate"), None, False)
+    assert not ApiToken.objects.exists()
+
+
+def test_staff_see_and_open_only_their_own_tokens(client, token_staff, writer):
+    grant(token_staff, "heroes.delete_apitoken")
+    own, _ = ApiToken.issue(token_staff, "mine")
+    others, _ = ApiToken.issue(writer, "theirs")
+    client.force_login(token_staff)
+    response = client.get(TOKEN_CHANGELIST)
+    assert list(response.context["cl"].result_list) == [own]
+    assert others.prefix not in response.content.decode()
+    assert client.get(reverse("admin:heroes_apitoken_change", args=[own.pk])).status_code == 200
+    # Another's token "doesn't exist": the admin sends them back to its index.
+    for view in ("change", "history", "delete"):
+        response = client.get(reverse(f"admin:heroes_apitoken_{view}", args=[others.pk]))
+        assert (response.status_code, response["Location"]) == (302, reverse("admin:index"))
+
+
+@pytest.mark.parametrize("select_across", ["0", "1"])
+def test_staff_revoke_only_their_own_tokens(client, token_staff, writer, select_across):
+    grant(token_staff, "heroes.change_apitoken")
+    own, _ = ApiToken.issue(token_staff, "mine")
+    others, _ = ApiToken.issue(writer, "theirs")
+    client.force_login(token_staff)
+    response = client.post(
+        TOKEN_CHANGELIST,
+        {
+            "action": "revoke",
+            "_selected_action": [own.pk, others.pk],
+            "select_across": select_across,
+        },
+    )
+    assert response.status_code == 302
+    own.refresh_from_db()
+    others.refresh_from_db()
+    assert own.revoked_at is not None
+    assert others.revoked_at is None
+
+
+def test_a_superuser_sees_everyones_tokens(superuser_client, token_staff, writer):
+    tokens = [ApiToken.issue(token_staff, "staff's")[0], ApiToken.issue(writer, "writer's")[0]]
+    response = superuser_client.get(TOKEN_CHANGELIST)
+    assert set(response.context["cl"].result_list) == set(tokens)
+
+
+def test_the_owner_autocomplete_offers_staff_only_themselves(client, token_staff, writer):
+    client.force_login(token_staff)
+    assert client.get(USERS_AUTOCOMPLETE).status_code == 403  # may not view users at all
+    grant(token_staff, "auth.view_user")
+    results = client.get(USERS_AUTOCOMPLETE).json()["results"]
+    assert results == [{"id": str(token_staff.pk), "text": "tokens"}]
+    # The user admin's own search is not narrowed.
+    response = client.get(reverse("admin:auth_user_changelist"))
+    assert {user.username for user in response.context["cl"].result_list} == {"tokens", "writer"}
+
+
+def test_the_owner_autocomplete_offers_a_superuser_everyone(superuser_client, token_staff):
+    results = superuser_client.get(USERS_AUTOCOMPLETE).json()["results"]
+    assert {result["text"] for result in results} == {"root", "tokens"}

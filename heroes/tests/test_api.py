@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import uuid
+from collections import Counter
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -535,6 +536,25 @@ async def test_list_pages_stay_put_when_heroes_are_added(async_client, many_hero
     await Hero.objects.acreate(nickname="Newcomer")
     second = (await async_client.get(first["next"])).json()
     assert [h["nickname"] for h in second["results"]] == [h.nickname for h in many_heroes[10:20]]
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite returns tied rows in one order every time, with or without the tie-breaker",
+)
+async def test_list_pages_through_heroes_created_in_one_instant_once_each(async_client):
+    # Only the uuid tie-breaker orders heroes sharing a created_at; without it
+    # PostgreSQL returns the ties in another order for each page's query.
+    created = await sync_to_async(Hero.objects.bulk_create)(
+        [Hero(nickname=f"Twin {i:02}") for i in range(40)]
+    )
+    await Hero.objects.aupdate(created_at=timezone.now())
+    _, pages = await follow(async_client, f"{HEROES}?page_size=3")
+    listed = [hero["uuid"] for page in pages for hero in page["results"]]
+    repeated = sorted(hero_uuid for hero_uuid, times in Counter(listed).items() if times > 1)
+    missed = sorted({str(hero.uuid) for hero in created} - set(listed))
+    assert (repeated, missed) == ([], [])
+    assert listed == sorted(listed, reverse=True)  # ties in uuid order, descending
 
 
 @pytest.mark.parametrize(("page_size", "expected"), [(5, 5), (100, 45), (1000, 45), (0, 1)])

@@ -68,6 +68,15 @@ async def test_unknown_tokens_and_schemes_are_401(hero, authorization):
     assert await unchanged(hero)
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_the_bearer_scheme_is_case_insensitive(writer_token, scheme):
+    # RFC 9110 §11.1: an auth scheme's name is case-insensitive.
+    client = AsyncClient(authorization=f"{scheme} {writer_token}")
+    response = await client.post(HEROES, {"nickname": "Thor"}, content_type="application/json")
+    assert response.status_code == 201
+    assert await Hero.objects.filter(nickname="Thor").aexists()
+
+
 async def test_a_revoked_token_is_401(writer, hero):
     token, raw_token = await sync_to_async(ApiToken.issue)(writer, "revoked")
     await ApiToken.objects.filter(pk=token.pk).aupdate(revoked_at=timezone.now())

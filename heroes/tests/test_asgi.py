@@ -119,3 +119,21 @@ def test_log_in_create_a_hero_and_see_the_message(writer):
     assert "Hero “Asgi Ace” was created." in page  # the message, stored in the session
     _, _, page = browser.request("GET", created.get_absolute_url())
     assert "was created" not in page  # and shown once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_for_a_logged_in_user_are_private_on_the_asgi_application(writer):
+    browser = Browser()
+    status, headers, _ = browser.request("GET", "/heroes/")
+    assert status == 200
+    assert "private" not in headers.get("cache-control", "")  # a public page
+
+    token = browser.csrf_token("/accounts/login/")
+    login = {"username": "writer", "password": "writer-pass-123", "csrfmiddlewaretoken": token}
+    status, headers, _ = browser.request("POST", "/accounts/login/", login)
+    assert status == 302
+    assert "private" in headers["cache-control"]
+    for path in ("/heroes/", "/heroes/new/", "/api/v1/heroes"):
+        status, headers, _ = browser.request("GET", path)
+        assert status == 200, path
+        assert "private" in headers["cache-control"], path

@@ -37,6 +37,47 @@ def test_production_settings_pass_the_deployment_checklist():
     assert "no issues" in result.stdout
 
 
+# Sent through the production ASGI application by a process of its own, so that
+# settings.py is read with the production environment.
+HEALTH_WITHOUT_AND_WITH_X_FORWARDED_PROTO = """
+import json
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+from heroes_site.asgi import application
+
+async def get_health(*headers):
+    scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/api/v1/health",
+             "headers": [(b"host", b"heroes.example.com"), *headers]}
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(timeout=10)
+    while (await communicator.receive_output(timeout=10)).get("more_body"):
+        pass
+    headers = {name.lower(): value.decode() for name, value in start["headers"]}
+    return start["status"], headers.get(b"location", "")
+
+print(json.dumps([async_to_sync(get_health)(),
+                  async_to_sync(get_health)((b"x-forwarded-proto", b"https"))]))
+"""
+
+
+def test_https_requests_from_the_tls_proxy_are_not_redirected(tmp_path):
+    # The proxy speaks plain http to the server and says X-Forwarded-Proto: https;
+    # without SECURE_PROXY_SSL_HEADER, SECURE_SSL_REDIRECT would send every request
+    # back to https, for ever.
+    result = manage(
+        "shell",
+        "-c",
+        HEALTH_WITHOUT_AND_WITH_X_FORWARDED_PROTO,
+        **PRODUCTION,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+    assert result.returncode == 0, result.stderr
+    plain, proxied = json.loads(result.stdout.splitlines()[-1])
+    assert plain == [301, "https://heroes.example.com/api/v1/health"]
+    assert proxied == [200, ""]
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/admin/login/", "/api/v1/health", "/api/v1/nowhere"])
 def test_responses_carry_the_security_headers(client, path):

@@ -2,6 +2,7 @@
 
 import runpy
 import tomllib
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -97,6 +98,21 @@ def test_development_needs_no_secret_key(monkeypatch):
 def test_unknown_log_format_is_refused(monkeypatch):
     with pytest.raises(ImproperlyConfigured, match="LOG_FORMAT"):
         load_settings(monkeypatch, LOG_FORMAT="xml")
+
+
+def test_login_throttling_comes_from_the_environment(monkeypatch):
+    settings = load_settings(monkeypatch, AXES_FAILURE_LIMIT="3", AXES_COOLOFF_MINUTES="30")
+    assert settings["AXES_FAILURE_LIMIT"] == 3
+    assert settings["AXES_COOLOFF_TIME"] == timedelta(minutes=30)
+    assert settings["AXES_LOCKOUT_PARAMETERS"] == [["username", "ip_address"]]
+    assert settings["AUTHENTICATION_BACKENDS"][0] == "axes.backends.AxesStandaloneBackend"
+
+
+@pytest.mark.parametrize("name", ["AXES_FAILURE_LIMIT", "AXES_COOLOFF_MINUTES"])
+@pytest.mark.parametrize("value", ["0", "-1", "five", "1.5"])
+def test_login_throttling_needs_whole_numbers_of_at_least_one(monkeypatch, name, value):
+    with pytest.raises(ImproperlyConfigured, match=f"^{name} must be a whole number"):
+        load_settings(monkeypatch, **{name: value})
 
 
 def test_sqlite_path_is_relative_to_the_repo_root():

@@ -1,0 +1,86 @@
+"""Log lines cannot be forged (SPEC §11): control characters in whatever a request
+puts into a log line are escaped, in the text and the JSON format, whichever logger
+writes it (the request log, Django's, the API's)."""
+
+import json
+import re
+from urllib.parse import quote
+
+import pytest
+
+from heroes.models import Hero
+from heroes_site.log_formats import escape_control_characters
+
+pytestmark = pytest.mark.django_db
+
+BOTH_FORMATS = pytest.mark.parametrize("server_log", ["text", "json"], indirect=True)
+
+# A genuine-looking line, as issue 9 sent it after a %0a in the path.
+FORGED = "2026-11-29 23:59:59,000 INFO heroes.requests GET /admin/ 200 0.1ms request_id=forged"
+FORGED_PATH = "/heroes/%0a" + quote(FORGED) + "%0d%1b[2J"
+ESCAPED_PATH = "/heroes/\\n" + FORGED + "\\r\\x1b[2J"
+# An exception's message carrying them; the traceback's source line shows only its name.
+HOSTILE_MESSAGE = "boom\n" + FORGED + chr(27) + "[2J"
+RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+
+
+def assert_no_raw_controls(log: str) -> None:
+    assert "\r" not in log
+    assert "\x1b" not in log
+
+
+@BOTH_FORMATS
+def test_a_path_cannot_forge_a_log_line(client, server_log, request):
+    assert client.get(FORGED_PATH).status_code == 404
+    log = server_log.getvalue()
+    [line] = log.splitlines()  # one request, one line
+    assert_no_raw_controls(log)
+    if request.node.callspec.params["server_log"] == "json":
+        entry = json.loads(line)
+        assert entry["path"] == ESCAPED_PATH  # read back, the field is still one line
+        assert entry["message"].startswith(f"GET {ESCAPED_PATH} 404 ")
+    else:
+        assert f" INFO heroes.requests GET {ESCAPED_PATH} 404 " in line
+
+
+@BOTH_FORMATS
+def test_a_traceback_cannot_forge_a_log_line(client, server_log, monkeypatch, request):
+    def explode(*args, **kwargs):
+        raise RuntimeError(HOSTILE_MESSAGE)
+
+    monkeypatch.setattr(Hero.objects, "listing", explode)
+    client.raise_request_exception = False
+    assert client.get("/heroes/").status_code == 500  # django.request logs the traceback
+    assert client.get("/api/v1/heroes").status_code == 500  # so does heroes.api
+    log = server_log.getvalue()
+    assert_no_raw_controls(log)
+    assert "\\x1b[2J" in log
+    if request.node.callspec.params["server_log"] == "json":
+        entries = [json.loads(line) for line in log.splitlines()]
+        loggers = [entry["logger"] for entry in entries]
+        tracebacks = "".join(entry.get("exception", "") for entry in entries)
+        assert "request_id=forged\\x1b[2J" in tracebacks  # escaped in the field itself
+        assert "\x1b" not in tracebacks
+    else:
+        # A traceback's lines are indented: only a record's own line starts at the margin.
+        records = [line for line in log.splitlines() if not line.startswith("  ")]
+        assert all(RECORD_START.match(line) for line in records), records
+        assert not any("request_id=forged" in line for line in records)
+        assert "request_id=forged" in log
+        loggers = [line.split()[3] for line in records]
+    assert {"django.request", "heroes.api", "heroes.requests"} <= set(loggers)
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("a\nb\rc\td", "a\\nb\\rc\\td"),
+        ("\x00\x1b[31m\x7f", "\\x00\\x1b[31m\\x7f"),
+        ("\x85next line", "\\x85next line"),
+        ("\u2028\u2029", "\\u2028\\u2029"),
+        ("evil\u202etxt.exe\u2066", "evil\\u202etxt.exe\\u2066"),  # bidi controls
+        ("Ärgerlich Öz, 北京, 🦸", "Ärgerlich Öz, 北京, 🦸"),  # plain text stays
+    ],
+)
+def test_control_characters_are_written_as_escapes(text, escaped):
+    assert escape_control_characters(text) == escaped
