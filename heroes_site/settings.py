@@ -79,6 +79,12 @@ VERSION = env.str("VERSION", default="") or package_version()
 DESCRIPTION = env.str("DESCRIPTION", default="The API for Heroes app.")
 API_V1_PREFIX = env.str("API_V1_PREFIX", default="/api/v1")
 
+# Bounded requests: a body over DATA_UPLOAD_MAX_MEMORY_SIZE bytes is refused with 413
+# before it is read (heroes_site.asgi, heroes.middleware.request_body_limit); a request
+# line plus headers over MAX_REQUEST_HEADER_SIZE bytes with 431 (heroes_site.server).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)  # 2.5 MB
+MAX_REQUEST_HEADER_SIZE = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
+
 # Served over HTTPS, usually behind a TLS-terminating proxy that sets X-Forwarded-Proto.
 HTTPS = env.bool("HTTPS", default=not DEBUG)
 if HTTPS:
@@ -119,6 +125,9 @@ MIDDLEWARE = [
     "heroes.middleware.DatabaseUnavailableMiddleware",
     # Async-capable: it turns a lockout into the 429 page (axes wants it last).
     "axes.middleware.AxesMiddleware",
+    # Last, so its 413 passes through the others (log line, security headers) and
+    # comes before any view or process_view (the CSRF check) reads the body.
+    "heroes.middleware.request_body_limit",
 ]
 
 ROOT_URLCONF = "heroes_site.urls"
