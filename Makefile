@@ -20,6 +20,8 @@ run: install .env
 	$(MANAGE) migrate
 	$(MANAGE) runserver 127.0.0.1:8000
 
+# The suite runs without read replicas, whatever .env says (make replica-test has its own).
+test: export DATABASE_REPLICA_URLS =
 test: install .env
 	uv run --locked pytest $(PYTEST_ARGS)
 
