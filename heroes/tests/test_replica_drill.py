@@ -13,7 +13,7 @@ DATABASE_REPLICA_URLS pointing at the standby. Black box, over HTTP:
   the replica `unavailable`, logged once; started again, the standby serves reads
   again (shown by pausing its replay once more).
 
-It takes about a minute (most of it copying the primary), so it is kept out of
+It takes 30-60 s (most of it copying the primary), so it is kept out of
 `make test` (marker `replica`) and run by `make replica-test` and `.ci/run`.
 """
 
