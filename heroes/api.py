@@ -29,6 +29,8 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
+from heroes_site.replicas import areplica_statuses
+
 from .models import NICKNAME_TAKEN_MESSAGE, ApiToken, Hero, NicknameTaken, Role
 from .schemas import (
     HealthCheck,
@@ -185,7 +187,9 @@ REJECTED = {409: Message, 422: ValidationErrors}
 
 @router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
 async def health(request: HttpRequest) -> Status:
+    """200 when the primary database answers, else 503; each read replica's state."""
     up = await database_is_up()
+    replicas = await areplica_statuses()
     return Status(
         200 if up else 503,
         {
@@ -193,6 +197,7 @@ async def health(request: HttpRequest) -> Status:
             "version": settings.VERSION,
             "description": settings.DESCRIPTION,
             "database": "ok" if up else "unavailable",
+            "replicas": replicas,
         },
     )
 

@@ -69,6 +69,7 @@ async def test_health_reports_settings_and_database(async_client, settings):
         "version": settings.VERSION,
         "description": settings.DESCRIPTION,
         "database": "ok",
+        "replicas": [],
     }
 
 
