@@ -5,7 +5,8 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test outage serve bench scale screenshots superuser lint format
+.PHONY: install run test outage replica replica-stop replica-test serve bench scale screenshots \
+	superuser lint format
 
 install:
 	uv sync --locked
@@ -20,6 +21,8 @@ run: install .env
 	$(MANAGE) migrate
 	$(MANAGE) runserver 127.0.0.1:8000
 
+# The suite runs without read replicas, whatever .env says (make replica-test has its own).
+test: export DATABASE_REPLICA_URLS =
 test: install .env
 	uv run --locked pytest $(PYTEST_ARGS)
 
@@ -36,6 +39,21 @@ serve: install .env
 # The database outage drill: a throwaway PostgreSQL stopped and restarted under load.
 outage: install .env
 	uv run --locked pytest -m outage $(PYTEST_ARGS)
+
+# A development streaming replica of the PostgreSQL at 127.0.0.1:5432 (bench/replica.py),
+# on REPLICA_PORT; then e.g. DATABASE_REPLICA_URLS=postgres://postgres@127.0.0.1:5433/heroes.
+# `make replica-stop` stops it and deletes its copy.
+REPLICA_PORT ?= 5433
+replica: install
+	uv run --locked python bench/replica.py start --port $(REPLICA_PORT)
+
+replica-stop: install
+	uv run --locked python bench/replica.py remove --port $(REPLICA_PORT)
+
+# The replica drill: anonymous reads on a real streaming replica, paused, stopped and
+# restarted under make serve's server (heroes/tests/test_replica_drill.py).
+replica-test: install .env
+	uv run --locked pytest -m replica $(PYTEST_ARGS)
 
 # The API benchmark (bench/run.py): make serve's server on PostgreSQL, loaded by wrk.
 bench: install .env

@@ -144,6 +144,45 @@ def api_errors_as_json(get_response: Handler) -> Handler:
     return middleware
 
 
+# Set in the ASGI scope by heroes_site.asgi when it stopped reading a body at the limit.
+BODY_TOO_LARGE = "heroes.body_too_large"
+
+
+def body_over_limit(size: int) -> bool:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return limit is not None and size > limit
+
+
+@async_only_middleware
+def request_body_limit(get_response: Handler) -> Handler:
+    """413 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE, whatever the view would do.
+
+    Django checks the limit only when a view reads the body, and then answers 400
+    (or, inside the API, 500). Under make serve the body is not even read:
+    heroes_site.asgi stops at the limit and marks the request; under other servers
+    (runserver, the test client) the Content-Length decides. The whole body counts,
+    multipart file parts included: the site takes no uploads.
+    """
+    prefix = settings.API_V1_PREFIX.rstrip("/") + "/"
+
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        scope = getattr(request, "scope", {})
+        try:
+            announced = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            announced = 0  # Django's own parsing has the say
+        if not (scope.get(BODY_TOO_LARGE) or body_over_limit(announced)):
+            return await get_response(request)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if request.path.startswith(prefix):
+            detail = f"The request body is larger than the limit of {limit} bytes."
+            return JsonResponse({"detail": detail}, status=413)
+        page = render_to_string("413.html", {"PROJECT_NAME": settings.PROJECT_NAME, "limit": limit})
+        return HttpResponse(page, status=413)
+
+    return middleware
+
+
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """A friendly 503 page, not a 500, while the database cannot be reached."""
 

@@ -85,11 +85,24 @@ class HeroRead(BaseModel):
     updated_at: datetime
 
 
+class ReplicaHealth(Schema):
+    name: str = Field(description="The replica's database alias: replica_1, replica_2, ...")
+    status: Literal["ok", "unavailable"]
+    lag_seconds: float | None = Field(
+        description="How far its copy is behind the primary, in seconds (0 when it has "
+        "replayed all it received; null when unknown or unavailable)."
+    )
+
+
 class HealthCheck(Schema):
     name: str
     version: str
     description: str
     database: Literal["ok", "unavailable"]
+    replicas: list[ReplicaHealth] = Field(
+        description="The read replicas (DATABASE_REPLICA_URLS); an unavailable replica does "
+        "not fail the check: its reads go to the primary."
+    )
 
 
 class StatusMessage(Schema):

@@ -1,7 +1,9 @@
-"""ASGI entry point: `gunicorn -k uvicorn_worker.UvicornWorker heroes_site.asgi:application`."""
+"""ASGI entry point: `gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application`."""
 
+import asyncio
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 
@@ -14,8 +16,55 @@ from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heroes_site.settings")
 
 
+class BoundedBody:
+    """One request's receive and send, reading at most DATA_UPLOAD_MAX_MEMORY_SIZE
+    bytes of its body.
+
+    Django's read_body writes the whole body to a temporary file (on disk past
+    FILE_UPLOAD_MAX_MEMORY_SIZE) before any middleware or view runs: 3 GiB announced
+    were 3 GiB written. Here a body announced larger than the limit is not read at all
+    (nor is `100 Continue` sent), and one that turns out larger (chunked, no
+    Content-Length) is cut where it passes the limit. Either way Django gets an empty
+    body and a mark in the scope, on which heroes.middleware.request_body_limit
+    answers 413; the response closes the connection, so the server reads no more.
+    """
+
+    def __init__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        self.scope = scope
+        self.server_receive = receive
+        self.server_send = send
+        self.received = 0
+        self.cut = False
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and body_over_limit(int(value)):
+                scope[BODY_TOO_LARGE] = True
+
+    async def receive(self) -> dict:
+        if self.scope.get(BODY_TOO_LARGE):
+            if self.cut:
+                # Django listens for a disconnect while the response is made, and
+                # would take more body for a protocol error: nothing comes, and the
+                # response's end ends the wait.
+                return await asyncio.get_running_loop().create_future()
+            self.cut = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        message = await self.server_receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if body_over_limit(self.received):
+                self.scope[BODY_TOO_LARGE] = True
+                return await self.receive()
+        return message
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start" and self.scope.get(BODY_TOO_LARGE):
+            message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+        await self.server_send(message)
+
+
 class ASGIHandler(DjangoASGIHandler):
-    """Django's ASGI handler, with two costs of its own removed.
+    """Django's ASGI handler, with two costs of its own removed, and request bodies
+    bounded (BoundedBody).
 
     - Django runs each hook of a sync-style middleware (process_request,
       process_response, process_view) in a worker thread, one hop per hook and
@@ -37,8 +86,9 @@ class ASGIHandler(DjangoASGIHandler):
         # to the pool when the request ends, as with Django's handler.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
         try:
+            body = BoundedBody(scope, receive, send)
             async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
+                await self.handle(scope, body.receive, body.send)
         finally:
             executor.shutdown(wait=False)
 
@@ -53,7 +103,8 @@ class ASGIHandler(DjangoASGIHandler):
 
 try:
     django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
-    from heroes.middleware import EVENT_LOOP_TWINS  # needs the apps loaded
+    # Needs the apps loaded.
+    from heroes.middleware import BODY_TOO_LARGE, EVENT_LOOP_TWINS, body_over_limit
 
     application = ASGIHandler()
     # The API, the pages and the admin load now, not on the first request: a mistake

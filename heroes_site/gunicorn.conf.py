@@ -11,7 +11,8 @@ from gunicorn.workers.base import Worker
 # The platform convention (Heroku, Render, ...): listen on $PORT on every interface.
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn's worker, refusing request heads over MAX_REQUEST_HEADER_SIZE (431).
+worker_class = "heroes_site.server.BoundedUvicornWorker"
 
 # A worker silent this long is restarted; on shutdown or reload, requests in flight
 # get this long to finish.

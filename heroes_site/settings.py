@@ -61,6 +61,29 @@ def database_config(url: str) -> dict:
     return config
 
 
+def replica_config(alias: str, url: str) -> dict:
+    """A read replica's database dict (heroes_site.replicas): the primary's kind, with
+    short timeouts, reads that fail over and writes refused (the replica backend)."""
+    invalid = ImproperlyConfigured(
+        "DATABASE_REPLICA_URLS must be a comma-separated list of "
+        "postgres://USER:PASSWORD@HOST:5432/NAME"
+    )
+    try:
+        config = database_config(url)
+    except ImproperlyConfigured:
+        raise invalid from None
+    if config["ENGINE"] != "django.db.backends.postgresql":
+        raise invalid
+    config["ENGINE"] = "heroes_site.replica_backend"
+    # A read waits this long for a replica's connection before it is served elsewhere.
+    config["OPTIONS"]["pool"]["timeout"] = env.float("DATABASE_REPLICA_TIMEOUT", default=1.0)
+    config["OPTIONS"]["pool"]["name"] = alias  # in psycopg's log lines
+    config["OPTIONS"]["connect_timeout"] = 2  # libpq's minimum
+    # Tests: the replica alias points at the test database, which replication copies.
+    config["TEST"] = {"MIRROR": "default"}
+    return config
+
+
 DEBUG = env.bool("DEBUG", default=False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -78,6 +101,12 @@ PROJECT_NAME = env.str("PROJECT_NAME", default="Heroes")
 VERSION = env.str("VERSION", default="") or package_version()
 DESCRIPTION = env.str("DESCRIPTION", default="The API for Heroes app.")
 API_V1_PREFIX = env.str("API_V1_PREFIX", default="/api/v1")
+
+# Bounded requests: a body over DATA_UPLOAD_MAX_MEMORY_SIZE bytes is refused with 413
+# before it is read (heroes_site.asgi, heroes.middleware.request_body_limit); a request
+# line plus headers over MAX_REQUEST_HEADER_SIZE bytes with 431 (heroes_site.server).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)  # 2.5 MB
+MAX_REQUEST_HEADER_SIZE = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
 
 # Served over HTTPS, usually behind a TLS-terminating proxy that sets X-Forwarded-Proto.
 HTTPS = env.bool("HTTPS", default=not DEBUG)
@@ -107,6 +136,7 @@ MIDDLEWARE = [
     "heroes.middleware.request_log",
     "heroes.middleware.api_errors_as_json",
     "heroes.middleware.content_security_policy",
+    "heroes_site.replicas.replica_reads",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "heroes.middleware.private_for_sessions",
@@ -119,6 +149,9 @@ MIDDLEWARE = [
     "heroes.middleware.DatabaseUnavailableMiddleware",
     # Async-capable: it turns a lockout into the 429 page (axes wants it last).
     "axes.middleware.AxesMiddleware",
+    # Last, so its 413 passes through the others (log line, security headers) and
+    # comes before any view or process_view (the CSRF check) reads the body.
+    "heroes.middleware.request_body_limit",
 ]
 
 ROOT_URLCONF = "heroes_site.urls"
@@ -141,6 +174,14 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": database_config(env.str("DATABASE_URL", default="sqlite:///db.sqlite3"))}
+# Read replicas (SPEC §12): every alias but "default" is one. The router sends
+# anonymous reads to them and everything else to "default"; without replicas it
+# sends everything to "default".
+for number, url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[]), start=1):
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL")
+    DATABASES[f"replica_{number}"] = replica_config(f"replica_{number}", url.strip())
+DATABASE_ROUTERS = ["heroes_site.replicas.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -5,16 +5,23 @@ import asyncio
 import base64
 import json
 import threading
+import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from unittest.mock import MagicMock
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection, connections
 from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from psycopg_pool import PoolTimeout
 
+from heroes.api import DirectProbe
 from heroes.models import ApiToken, Hero, HeroQuerySet
 
 from .conftest import asgi_exchange, load_data, needs_a_second_connection
@@ -63,17 +70,84 @@ async def test_health_reports_settings_and_database(async_client, settings):
         "version": settings.VERSION,
         "description": settings.DESCRIPTION,
         "database": "ok",
+        "replicas": [],
     }
 
 
+def refuse_connection(*args, **kwargs):
+    raise psycopg.OperationalError("connection refused")
+
+
 async def test_health_is_503_when_the_database_fails(async_client, monkeypatch):
-    def broken_cursor(*args, **kwargs):
+    def refuse(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(type(connection._connections["default"]), "cursor", broken_cursor)
+    if connection.vendor == "postgresql":  # the pool's connections and the direct probe's
+        monkeypatch.setattr(psycopg.Connection, "execute", refuse_connection)
+    else:
+        monkeypatch.setattr(type(connection._connections["default"]), "cursor", refuse)
     response = await async_client.get("/api/v1/health")
     assert response.status_code == 503
     assert response.json()["database"] == "unavailable"
+
+
+@contextmanager
+def every_pooled_connection_taken():
+    """Take every connection the PostgreSQL pool may hand out, as a crowd of
+    requests would, and give them back at the end."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the connection pool is PostgreSQL's; this runs in the PostgreSQL suite")
+    connection.close()  # this thread's: health must not find one open, as in production
+    pool = connection.pool
+    pool.open()
+    stats = pool.get_stats()
+    in_use = stats["pool_size"] - stats["pool_available"]
+    taken = [pool.getconn() for _ in range(pool.max_size - in_use)]
+    try:
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=0.1)
+        yield
+    finally:
+        for pooled in taken:
+            pool.putconn(pooled)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_is_ok_while_the_pool_is_exhausted(client):
+    with every_pooled_connection_taken():
+        started = time.monotonic()
+        response = client.get("/api/v1/health")
+        took = time.monotonic() - started
+    assert (response.status_code, response.json()["database"]) == (200, "ok")
+    assert took < 2  # not the pool's whole timeout (3 s)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_is_503_when_the_pool_is_exhausted_and_the_database_unreachable(client, monkeypatch):
+    with every_pooled_connection_taken():
+        monkeypatch.setattr(psycopg, "connect", refuse_connection)
+        response = client.get("/api/v1/health")
+    assert (response.status_code, response.json()["database"]) == (503, "unavailable")
+
+
+def test_a_crowd_of_health_checks_opens_one_direct_connection_at_a_time(monkeypatch):
+    opened = []
+    open_now = threading.Semaphore(1)
+
+    @contextmanager
+    def connect(**params):
+        assert open_now.acquire(blocking=False), "two probes at once"
+        opened.append(params)
+        time.sleep(0.2)
+        open_now.release()
+        yield MagicMock()
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    probe = DirectProbe()
+    with ThreadPoolExecutor(max_workers=20) as crowd:
+        answers = list(crowd.map(lambda _: probe.database_is_up(), range(20)))
+    assert answers == [True] * 20
+    assert len(opened) <= 2  # the first probe, and one for those who asked during it
 
 
 # Create

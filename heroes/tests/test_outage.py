@@ -12,32 +12,21 @@ It takes ~20 s, so it is kept out of `make test` (marker `outage`) and run by
 
 import contextlib
 import glob
-import json
 import os
-import secrets
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from .conftest import REPO_ROOT, manage
+from .conftest import manage
+from .server import free_port, production_env, request, start_gunicorn
 
 pytestmark = pytest.mark.outage
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def as_postgres(*command: str) -> list[str]:
@@ -73,31 +62,6 @@ class Cluster:
         self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
 
-def request(
-    url: str, method: str = "GET", body: dict | None = None, token: str = ""
-) -> tuple[int, dict | str, float]:
-    """(status, JSON or text body, seconds taken)."""
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, data, headers, method=method), timeout=30
-        ) as response:
-            status, raw, content_type = (
-                response.status,
-                response.read(),
-                response.headers.get_content_type(),
-            )
-    except urllib.error.HTTPError as error:
-        status, raw, content_type = error.code, error.read(), error.headers.get_content_type()
-    took = time.monotonic() - started
-    text = raw.decode()
-    return status, json.loads(text) if content_type == "application/json" else text, took
-
-
 @pytest.fixture
 def cluster():
     cluster = Cluster()
@@ -111,20 +75,8 @@ def cluster():
 
 
 def test_database_outage_drill(cluster, tmp_path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": cluster.url,
-        "DEBUG": "False",
-        "HTTPS": "False",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "STATIC_ROOT": str(tmp_path / "static"),
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "DATABASE_POOL_TIMEOUT": "3",
-    }
+    env = production_env(tmp_path, DATABASE_URL=cluster.url, DATABASE_POOL_TIMEOUT="3")
+    base = f"http://127.0.0.1:{env['PORT']}"
 
     def run(*args: str) -> str:
         result = manage(*args, **env)
@@ -148,29 +100,8 @@ def test_database_outage_drill(cluster, tmp_path):
     writer = threading.Thread(target=lambda: None)
 
     log = tmp_path / "server.log"
-    with log.open("w") as log_file:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "heroes_site/gunicorn.conf.py",
-                "heroes_site.asgi:application",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    server = start_gunicorn(env, log)
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                if request(f"{base}/api/v1/health")[0] == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"the server did not start:\n{log.read_text()}")
 
         def keep_writing() -> None:
             n = 0

@@ -97,7 +97,7 @@ def test_gunicorn_reads_port_and_workers_from_the_environment(monkeypatch):
     config = runpy.run_path(str(REPO_ROOT / "heroes_site" / "gunicorn.conf.py"))
     assert config["bind"] == "0.0.0.0:9123"
     assert config["workers"] == 3
-    assert config["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert config["worker_class"] == "heroes_site.server.BoundedUvicornWorker"
     assert config["control_socket_disable"] is True
     assert config["graceful_timeout"] > 0
 

@@ -1,0 +1,84 @@
+"""The HTTP server side of `make serve`: gunicorn's uvicorn worker, speaking HTTP
+through uvicorn's httptools protocol with a bound on the size of a request's head."""
+
+import asyncio
+import logging
+
+from django.conf import settings
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
+
+logger = logging.getLogger("uvicorn.error")
+
+HEAD_TOO_LARGE_BODY = b"Request header fields too large."
+HEAD_TOO_LARGE = b"".join(
+    [
+        STATUS_LINE[431],
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(HEAD_TOO_LARGE_BODY),
+        b"connection: close\r\n\r\n",
+        HEAD_TOO_LARGE_BODY,
+    ]
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing a request whose request line and
+    headers exceed settings.MAX_REQUEST_HEADER_SIZE bytes: 431, connection closed.
+
+    Neither uvicorn nor httptools limits a request's head: httptools keeps a header
+    until its end arrives (copying it again with every piece), so one 64 MB header
+    grew a worker by hundreds of MB and kept it busy past gunicorn's timeout. Here the
+    parser is fed no more of a head than the limit allows: if the head has not ended
+    by then, it is too large. That costs a comparison per read. (h11 has such a limit,
+    but h11 is much slower than httptools.)
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self.max_head_size = settings.MAX_REQUEST_HEADER_SIZE
+        self.reading_head = True  # between requests, or in a request line and headers
+        self.head_size = 0
+        self.head_started_in_this_read = False
+
+    def data_received(self, data: bytes) -> None:
+        self.head_started_in_this_read = False
+        room = self.max_head_size - self.head_size
+        if self.reading_head and len(data) > room:
+            view = memoryview(data)
+            super().data_received(view[:room])
+            if self.transport.is_closing():
+                return
+            if self.reading_head and not self.head_started_in_this_read:
+                self.refuse_head()  # the head goes on past the limit
+                return
+            data = view[room:]
+        super().data_received(data)
+        # A head that started after the end of another request in this read is not
+        # counted for this read: where it started is not known, and counting the
+        # whole read could refuse a pipelined request within the limit.
+        if self.reading_head and not self.head_started_in_this_read:
+            self.head_size += len(data)
+
+    def refuse_head(self) -> None:
+        logger.warning("Request header fields too large: closing the connection.")
+        # Amid another response (pipelined requests) a 431 would corrupt it.
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(HEAD_TOO_LARGE)
+        self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.reading_head = True
+        self.head_size = 0
+        self.head_started_in_this_read = True
+
+
+class BoundedUvicornWorker(UvicornWorker):
+    """gunicorn's uvicorn worker with BoundedHttpToolsProtocol for HTTP."""
+
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": BoundedHttpToolsProtocol}
