@@ -25,8 +25,8 @@ class StoredHeroForm(forms.ModelForm):
     Saving or deleting is refused when the hero is no longer at that version: found
     while validating (Hero.validate_version) or, if another writer got there between
     validation and the write, by the write itself. Either way the refusal is shown
-    with add_refusal(). A form sent without a version (not one of ours) is checked
-    against the version read when it arrived, as an API write without If-Match.
+    with add_refusal(). A form sent without a version (not one of ours) writes as
+    before, like an API write without If-Match: over the version read on arrival.
     """
 
     version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
