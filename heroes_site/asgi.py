@@ -1,6 +1,7 @@
 """ASGI entry point: `gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application`."""
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -8,10 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 
 import django
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core import signals
+from django.core.exceptions import ImproperlyConfigured, RequestAborted
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
+from django.core.handlers.asgi import get_script_prefix
+from django.http import HttpResponseBase
+from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heroes_site.settings")
 
@@ -62,9 +67,23 @@ class BoundedBody:
         await self.server_send(message)
 
 
+class RequestThread(ThreadPoolExecutor):
+    """A request's thread for its sync work (ThreadSensitiveContext), started only if
+    the request has any: API requests served by heroes.event_loop_db have none."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="request")
+        self.used = False
+
+    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.used = True
+        return super().submit(*args, **kwargs)
+
+
 class ASGIHandler(DjangoASGIHandler):
-    """Django's ASGI handler, with two costs of its own removed, and request bodies
-    bounded (BoundedBody).
+    """Django's ASGI handler, with costs of its own removed, request bodies bounded
+    (BoundedBody), and the ASGI lifespan opening the API's event-loop database pools
+    (heroes.event_loop_db).
 
     - Django runs each hook of a sync-style middleware (process_request,
       process_response, process_view) in a worker thread, one hop per hook and
@@ -77,20 +96,87 @@ class ASGIHandler(DjangoASGIHandler):
       blocking the event loop meanwhile. Here the thread is let go instead: it ends
       by itself once its last call is done. (Reusing the threads across requests was
       faster still on average, but left some requests waiting for up to a second.)
+    - Django sends the request signals through that thread: request_started, and
+      request_finished from response.close(). Their receivers (close_old_connections,
+      reset_queries...) act on the calling thread's database connections, so they run
+      on the event loop instead (`handle`) when the request's thread has none: always
+      for request_started (the thread is new), and for request_finished when the
+      request never used its thread. A request that did still closes its response on
+      it, which gives its connection back to the pool.
     """
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            return await event_loop_db.lifespan(receive, send)
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)  # Django refuses it
         # Still one thread per request, so the request's database connection goes back
         # to the pool when the request ends, as with Django's handler.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        thread = RequestThread()
         try:
             body = BoundedBody(scope, receive, send)
-            async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, body.receive, body.send)
+            async with ThreadSensitiveContext(executor=thread):
+                await self.handle(scope, body.receive, body.send, thread)
         finally:
-            executor.shutdown(wait=False)
+            thread.shutdown(wait=False)
+
+    async def handle(self, scope, receive, send, thread: RequestThread | None = None) -> None:
+        """Django's ASGIHandler.handle (5.2), with the request signals sent on the event
+        loop where their receivers have nothing to do in the request's thread."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)  # changed
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            await self.close_response(error_response, thread)  # changed
+            return
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # a disconnect while sending
+                await self.send_response(response, send)
+            return response
+
+        # Listen for a disconnect while the response is made.
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass  # a client disconnect
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()  # views may handle the cancellation
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            await signals.request_finished.asend(sender=self.__class__)
+        else:
+            await self.close_response(response, thread)  # changed
+        body_file.close()
+
+    @staticmethod
+    async def close_response(response: HttpResponseBase, thread: RequestThread | None) -> None:
+        """response.close(), which sends request_finished: in the request's thread if it
+        was started (its connections go back to the pool), else on the event loop."""
+        if thread is None or thread.used:
+            await sync_to_async(response.close)()
+        else:
+            response.close()
 
     def load_middleware(self, is_async: bool = False) -> None:
         configured = settings.MIDDLEWARE
@@ -104,6 +190,7 @@ class ASGIHandler(DjangoASGIHandler):
 try:
     django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
     # Needs the apps loaded.
+    from heroes import event_loop_db
     from heroes.middleware import BODY_TOO_LARGE, EVENT_LOOP_TWINS, body_over_limit
 
     application = ASGIHandler()
