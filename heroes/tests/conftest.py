@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.contrib.auth.models import AbstractUser, Permission
 from django.db import connection, connections
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from heroes import event_loop_db
 from heroes.forms import StoredHeroForm
 from heroes.models import ApiToken, Hero
 from heroes_site.asgi import application
@@ -102,8 +104,57 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(pyfuncitem.obj) or pyfuncitem.get_closest_marker("asyncio"):
         return None
     arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    async_to_sync(pyfuncitem.obj)(**arguments)
+    if pyfuncitem.funcargs.get("api_path") == "event_loop":
+        async_to_sync(on_event_loop_db)(pyfuncitem.obj, arguments)
+    else:
+        async_to_sync(pyfuncitem.obj)(**arguments)
     return True
+
+
+async def on_event_loop_db(test: Callable, arguments: dict) -> None:
+    async with event_loop_db.serving():
+        await test(**arguments)
+
+
+# The database paths of the API (heroes.event_loop_db): Django's async ORM, and on
+# PostgreSQL the event loop's pools, which see only committed data (so those tests are
+# transactional).
+EVENT_LOOP_PATH = pytest.param(
+    "event_loop",
+    marks=[
+        pytest.mark.django_db(transaction=True),
+        pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only"),
+    ],
+    id="event_loop",
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests using `api_path` run on each database path of the API (async tests only:
+    the sync test client runs the API in an event loop of its own)."""
+    if "api_path" in metafunc.fixturenames:
+        on_loop = inspect.iscoroutinefunction(metafunc.function)
+        metafunc.parametrize(
+            "api_path", ["orm", EVENT_LOOP_PATH] if on_loop else ["orm"], indirect=True
+        )
+
+
+@pytest.fixture
+def api_path(request: pytest.FixtureRequest) -> str:
+    """The API's database path in this test: "orm" or "event_loop" (see EVENT_LOOP_PATH).
+
+    The event loop's pools open on the test's loop: around the test for tests run
+    through async_to_sync (pytest_pyfunc_call), in a fixture for pytest-asyncio's.
+    """
+    if request.param == "event_loop" and request.node.get_closest_marker("asyncio"):
+        request.getfixturevalue("event_loop_pools")
+    return request.param
+
+
+@pytest_asyncio.fixture
+async def event_loop_pools() -> AsyncIterator[None]:
+    async with event_loop_db.serving():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,8 @@ from .conftest import asgi_exchange, load_data, needs_a_second_connection
 DATA = load_data("api")
 HEROES = "/api/v1/heroes"
 
-pytestmark = pytest.mark.django_db
+# Every async test runs on each database path of the API (conftest.api_path).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_path")]
 
 
 def bearer_client(token: str) -> AsyncClient:
@@ -82,8 +83,12 @@ async def test_health_is_503_when_the_database_fails(async_client, monkeypatch):
     def refuse(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    if connection.vendor == "postgresql":  # the pool's connections and the direct probe's
+    async def refuse_on_the_event_loop(*args, **kwargs):
+        refuse_connection()
+
+    if connection.vendor == "postgresql":  # the pools' connections and the direct probe's
         monkeypatch.setattr(psycopg.Connection, "execute", refuse_connection)
+        monkeypatch.setattr(psycopg.AsyncConnection, "execute", refuse_on_the_event_loop)
     else:
         monkeypatch.setattr(type(connection._connections["default"]), "cursor", refuse)
     response = await async_client.get("/api/v1/health")

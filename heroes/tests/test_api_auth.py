@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import AsyncClient
@@ -12,12 +13,13 @@ from django.utils import timezone
 
 from heroes.models import ApiToken, Hero
 
-from .conftest import make_user
+from .conftest import hero_permissions, make_user
 
 HEROES = "/api/v1/heroes"
 CSRF_TOKEN = "a" * 32
 
-pytestmark = pytest.mark.django_db
+# Every async test runs on each database path of the API (conftest.api_path).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_path")]
 
 
 @pytest.fixture
@@ -115,6 +117,33 @@ async def test_each_write_needs_its_own_permission(action, allowed):
         response = await write(client, method, path, payload, hero)
         expected = {"post": 201, "patch": 200, "delete": 200}[method] if method in allowed else 403
         assert response.status_code == expected, method
+
+
+async def test_permissions_given_to_a_group_count(hero):
+    group = await Group.objects.acreate(name="editors")
+    await sync_to_async(group.permissions.set)(await sync_to_async(hero_permissions)("change"))
+    user = await sync_to_async(make_user)("member", ())
+    await sync_to_async(user.groups.add)(group)
+    _, raw_token = await sync_to_async(ApiToken.issue)(user, "member")
+    client = AsyncClient(authorization=f"Bearer {raw_token}")
+    assert (await write(client, *WRITES[1], hero)).status_code == 200
+    assert (await write(client, *WRITES[2], hero)).status_code == 403  # not given
+
+
+async def test_a_superuser_needs_no_permission_given(superuser, hero):
+    _, raw_token = await sync_to_async(ApiToken.issue)(superuser, "root")
+    client = AsyncClient(authorization=f"Bearer {raw_token}")
+    for method, path, payload in WRITES:
+        response = await write(client, method, path, payload, hero)
+        assert response.status_code in (200, 201), method
+
+
+async def test_a_token_revoked_between_two_requests_is_refused_at_the_second(writer, hero):
+    token, raw_token = await sync_to_async(ApiToken.issue)(writer, "soon revoked")
+    client = AsyncClient(authorization=f"Bearer {raw_token}")
+    assert (await write(client, *WRITES[1], hero)).status_code == 200
+    await ApiToken.objects.filter(pk=token.pk).aupdate(revoked_at=timezone.now())
+    assert (await write(client, *WRITES[1], hero)).status_code == 401
 
 
 async def test_token_use_is_recorded(writer, writer_token, hero):

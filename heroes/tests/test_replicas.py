@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connection
 from django.test import AsyncClient, RequestFactory
 from django.test.utils import CaptureQueriesContext
 
+from heroes import event_loop_db
 from heroes.models import ApiToken, Hero
 from heroes_site import replicas as routing
 from heroes_site.asgi import ASGIHandler
@@ -446,3 +447,61 @@ def test_a_write_sent_to_a_replica_is_refused():
             Hero.objects.using(alias).filter(nickname="Astray").update(role="mage")
     finally:
         remove_alias(alias)
+
+
+# The API's reads on the event loop (heroes.event_loop_db) follow the same rule
+
+
+@pytest.fixture
+def loop_aliases(monkeypatch) -> list[str]:
+    """The aliases the event loop's statements ran on, in order."""
+    used: list[str] = []
+    execute = event_loop_db.Database.execute
+
+    async def recording(self, alias: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        used.append(alias)
+        return await execute(self, alias, *args, **kwargs)
+
+    monkeypatch.setattr(event_loop_db.Database, "execute", recording)
+    return used
+
+
+@postgresql_only
+@on_replica_aliases
+async def test_anonymous_api_reads_on_the_event_loop_use_a_replica(
+    use_replicas, loop_aliases, writer_token
+):
+    use_replicas("replica_1")
+    hero = await Hero.objects.acreate(nickname="Routed")
+    async with event_loop_db.serving():
+        anonymous = AsyncClient()
+        assert (await anonymous.get(f"/api/v1/heroes/{hero.pk}")).status_code == 200
+        assert (await anonymous.get("/api/v1/heroes")).status_code == 200
+        anonymous_reads, _ = list(loop_aliases), loop_aliases.clear()
+        writer = AsyncClient(authorization=f"Bearer {writer_token}")
+        assert (await writer.get(f"/api/v1/heroes/{hero.pk}")).status_code == 200
+        response = await writer.patch(
+            f"/api/v1/heroes/{hero.pk}", {"role": "tank"}, "application/json"
+        )
+        assert response.status_code == 200
+    assert anonymous_reads == ["replica_1", "replica_1"]
+    assert set(loop_aliases) == {DEFAULT_DB_ALIAS}  # the token's, its write, its reads
+
+
+@postgresql_only
+@on_replica_aliases
+async def test_an_unreachable_replica_on_the_event_loop_fails_over_to_the_primary(
+    use_replicas, loop_aliases, caplog
+):
+    use_replicas("replica_2")
+    hero = await Hero.objects.acreate(nickname="Failover")
+    async with event_loop_db.serving():
+        started = time.monotonic()
+        response = await AsyncClient().get(f"/api/v1/heroes/{hero.pk}")
+        first = time.monotonic() - started
+        assert (await AsyncClient().get(f"/api/v1/heroes/{hero.pk}")).status_code == 200
+    assert (response.status_code, response.json()["nickname"]) == (200, "Failover")
+    assert first < 2, "the failed read waited past the replica's pool timeout"
+    assert loop_aliases == ["replica_2", DEFAULT_DB_ALIAS, DEFAULT_DB_ALIAS]
+    outages = [r for r in caplog.records if r.name == "heroes_site.replicas"]
+    assert [r.levelname for r in outages] == ["WARNING"]
