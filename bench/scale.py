@@ -6,11 +6,12 @@ For each size it creates a fresh database `heroes_scale_<size>` on the server of
 BENCH_SERVER (default postgres://postgres@127.0.0.1:5432), migrates it, bulk-loads the
 heroes with bench/seed.py (timed) and measures, in a child process, the p50 and p90
 latency of each list request through Django's test client (the app, not the network),
-with a staff user logged in. Then it prints the p50 table with the ratio between the
-largest and the smallest size, and EXPLAIN (ANALYZE, BUFFERS) of every hero query the
-requests ran on the largest database, flagging a Seq Scan on hrs_heroes, a Sort or a
-COUNT over more rows than a page needs. A benchmark, not a test: the figures depend on
-the machine.
+with a staff user logged in, and of each API request as `make serve` runs it, on the
+event loop's pools (heroes.event_loop_db, anonymous). Then it prints the p50 table
+with the ratio between the largest and the smallest size, and EXPLAIN (ANALYZE,
+BUFFERS) of every hero query the requests ran on the largest database, flagging a Seq
+Scan on hrs_heroes, a Sort or a COUNT over more rows than a page needs. A benchmark,
+not a test: the figures depend on the machine.
 """
 
 import argparse
@@ -103,11 +104,41 @@ def measure(repeat: int) -> dict:
             for q in queries
             if "hrs_heroes" in q["sql"] and not q["sql"].startswith("EXPLAIN")
         ]
+    for kind, timings in measure_on_event_loop(requests, repeat).items():
+        results["timings"][f"{kind} (event loop)"] = timings
     results["explain"] = {
         kind: [explain(connection, sql) for sql in statements]
         for kind, statements in results["queries"].items()
     }
     return results
+
+
+def measure_on_event_loop(requests: list[tuple[str, str]], repeat: int) -> dict:
+    """The API's requests on heroes.event_loop_db's pools, as under make serve."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    from heroes import event_loop_db
+
+    async def run() -> dict:
+        timings: dict[str, list[float]] = {}
+        async with event_loop_db.serving():
+            client = AsyncClient()
+            for kind, url in requests:
+                if not kind.startswith("api"):
+                    continue
+                timings[kind] = []
+                for n in range(3 + repeat):  # 3 to warm the caches
+                    started = time.perf_counter()
+                    response = await client.get(url)
+                    if response.status_code != 200:
+                        sys.exit(f"GET {url} on the event loop: {response.status_code}")
+                    if n >= 3:
+                        timings[kind].append((time.perf_counter() - started) * 1000)
+        return timings
+
+    return asyncio.run(run())
 
 
 def explain(connection, sql: str) -> dict:
