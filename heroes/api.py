@@ -19,6 +19,7 @@ from typing import Annotated
 from uuid import UUID
 
 import psycopg
+import pydantic_core
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -345,16 +346,16 @@ async def delete_hero(request: HttpRequest, hero_id: UUID, if_match: IfMatch = N
     return {"status": True, "message": HERO_DELETED}
 
 
-class JSONEncoder(NinjaJSONEncoder):
-    def default(self, o: object) -> object:
-        # Django's encoder cuts timestamps to milliseconds; keep them whole.
-        if isinstance(o, datetime):
-            return o.isoformat().replace("+00:00", "Z")
-        return super().default(o)
-
-
 class JSONRenderer(renderers.JSONRenderer):
-    encoder_class = JSONEncoder
+    """pydantic's JSON serializer, as FastAPI's: several times faster than json.dumps
+    with an encoder class. Timestamps keep their microseconds (Django's encoder would
+    cut them to milliseconds), UTC written "Z"; what pydantic cannot serialize (lazy
+    strings...) goes to ninja's encoder."""
+
+    fallback = staticmethod(NinjaJSONEncoder().default)
+
+    def render(self, request: HttpRequest, data: object, *, response_status: int) -> bytes:
+        return pydantic_core.to_json(data, fallback=self.fallback)
 
 
 api = NinjaAPI(

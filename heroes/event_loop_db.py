@@ -48,6 +48,8 @@ from django.db.models import Model, QuerySet
 from django.db.models.deletion import Collector
 from django.db.models.sql import DeleteQuery, InsertQuery, UpdateQuery
 from django.utils import timezone
+from psycopg.adapt import AdaptersMap
+from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
 from heroes_site.replicas import fail_over, read_alias, replicas
@@ -272,8 +274,16 @@ def new_pool(alias: str) -> AsyncConnectionPool:
     """A pool like Django's own for `alias` (settings.DATABASES' pool options), async."""
     wrapper = connections[alias]
     options = wrapper.settings_dict["OPTIONS"].get("pool") or {}
+    params = wrapper.get_connection_params()
+    # Django's adapters, but psycopg's own timestamptz loader (C, twenty times faster):
+    # Django's sets each value's time zone to the connection's, which the session's
+    # TimeZone already is (configure_time_zone).
+    adapters = AdaptersMap(params["context"])
+    timestamptz = psycopg.adapters.types["timestamptz"].oid
+    adapters.register_loader(timestamptz, psycopg.adapters.get_loader(timestamptz, Format.TEXT))
     kwargs = {
-        **wrapper.get_connection_params(),
+        **params,
+        "context": adapters,
         "autocommit": True,
         # Client-side binding, as Django's cursors; such cursors are never prepared.
         "cursor_factory": psycopg.AsyncClientCursor,

@@ -71,7 +71,9 @@ def comparable(found: Any) -> Any:
     if isinstance(found, list):
         return [comparable(item) for item in found]
     if hasattr(found, "_state"):
-        return {name: value for name, value in vars(found).items() if not name.startswith("_")}
+        return {name: comparable(value) for name, value in vars(found).items() if name[0] != "_"}
+    if isinstance(found, datetime.datetime):
+        return found, found.tzinfo  # the same instant in the same time zone
     return found
 
 
@@ -155,12 +157,13 @@ async def rows() -> list[dict]:
 
 
 @sync_to_async
-def restore(saved: list[dict]) -> None:
+def restore(saved: list[Hero]) -> None:
+    kept = ("created_at", "updated_at", "version")  # which bulk_create would not keep
+    stored = {one.pk: {name: getattr(one, name) for name in kept} for one in saved}
     Hero.objects.all().delete()
-    Hero.objects.bulk_create([Hero(**values) for values in saved])
-    for values in saved:  # as saved: the timestamps past auto_now, the version kept
-        stored = {name: values[name] for name in ("created_at", "updated_at", "version")}
-        QuerySet.update(Hero.objects.filter(pk=values["uuid"]), **stored)
+    Hero.objects.bulk_create(saved)
+    for pk, values in stored.items():
+        QuerySet.update(Hero.objects.filter(pk=pk), **values)
 
 
 async def outcome(action: Callable[[], Awaitable[Any]], before: list[dict]) -> tuple:
@@ -173,7 +176,7 @@ async def outcome(action: Callable[[], Awaitable[Any]], before: list[dict]) -> t
     def stamped(values: dict) -> dict:
         return {
             name: "now"
-            if isinstance(value, datetime.datetime) and value >= started
+            if isinstance(value, tuple) and value[0] >= started  # a timestamp (comparable)
             else "new"
             if isinstance(value, uuid.UUID) and value not in known
             else value
@@ -190,12 +193,13 @@ async def outcome(action: Callable[[], Awaitable[Any]], before: list[dict]) -> t
 
 
 async def both_paths(action: Callable[[], Awaitable[Any]]) -> tuple[tuple, tuple]:
+    saved = [found async for found in Hero.objects.all()]
     before = await rows()
     orm = await outcome(action, before)
-    await restore(before)
+    await restore(saved)
     async with serving():
         on_loop = await outcome(action, before)
-    await restore(before)
+    await restore(saved)
     return orm, on_loop
 
 
