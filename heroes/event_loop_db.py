@@ -365,6 +365,24 @@ class Database:
         statement = await self.statement(build, shape, values)
         return (await self.execute(DEFAULT_DB_ALIAS, statement, values))[1]
 
+    async def write_and_read(
+        self, write: tuple[Builder, Values], read: tuple[Builder, Values]
+    ) -> tuple[int, list[Any]]:
+        """A write, then a read, on the primary in one round trip (a pipeline: one
+        implicit transaction, so the read sees the write): the number of rows written
+        and the instances read."""
+        to_write = await self.statement(write[0], (), write[1])
+        to_read = await self.statement(read[0], (), read[1])
+        with connections[DEFAULT_DB_ALIAS].wrap_database_errors:
+            async with self.pools[DEFAULT_DB_ALIAS].connection() as connection:
+                async with connection.pipeline():
+                    written = None
+                    if to_write.sql is not None:
+                        written = await connection.execute(to_write.sql, to_write.bind(write[1]))
+                    found = await connection.execute(to_read.sql, to_read.bind(read[1]))
+                rows = await found.fetchall()
+        return written.rowcount if written else 0, to_read.instances(DEFAULT_DB_ALIAS, rows)
+
 
 _database: Database | None = None
 
@@ -528,13 +546,14 @@ async def change_hero(
     """HeroQuerySet.change: one conditional UPDATE, then the hero as stored."""
     if (db := database()) is None:
         return await Hero.objects.achange(pk, changes, versions=versions)
-    written = False
-    if changes:
-        values = {"pk": pk, "versions": versions, "values": Hero.written(changes)}
-        with reporting_nickname_taken(DEFAULT_DB_ALIAS):
-            written = await db.write(hero_update, (), values) > 0
-    # When nothing was written, current says why: changed or deleted.
-    return await current_hero(db, pk, None if written else versions)
+    if not changes:
+        return await current_hero(db, pk, versions)
+    update = {"pk": pk, "versions": versions, "values": Hero.written(changes)}
+    # Read back on the primary, where read_alias sends every read of a write request.
+    with reporting_nickname_taken(DEFAULT_DB_ALIAS):
+        written, found = await db.write_and_read((hero_update, update), (hero, {"pk": pk}))
+    # When nothing was written, stored_at says why: changed or deleted.
+    return Hero.stored_at(found[0] if found else None, None if written else versions)
 
 
 async def remove_hero(pk: uuid.UUID, versions: Collection[int] | None = None) -> None:
