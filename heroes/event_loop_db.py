@@ -280,7 +280,8 @@ def new_pool(alias: str) -> AsyncConnectionPool:
     # TimeZone already is (configure_time_zone).
     adapters = AdaptersMap(params["context"])
     timestamptz = psycopg.adapters.types["timestamptz"].oid
-    adapters.register_loader(timestamptz, psycopg.adapters.get_loader(timestamptz, Format.TEXT))
+    if loader := psycopg.adapters.get_loader(timestamptz, Format.TEXT):
+        adapters.register_loader(timestamptz, loader)
     kwargs = {
         **params,
         "context": adapters,
@@ -375,12 +376,13 @@ class Database:
         to_read = await self.statement(read[0], (), read[1])
         with connections[DEFAULT_DB_ALIAS].wrap_database_errors:
             async with self.pools[DEFAULT_DB_ALIAS].connection() as connection:
+                written = found = None
                 async with connection.pipeline():
-                    written = None
                     if to_write.sql is not None:
                         written = await connection.execute(to_write.sql, to_write.bind(write[1]))
-                    found = await connection.execute(to_read.sql, to_read.bind(read[1]))
-                rows = await found.fetchall()
+                    if to_read.sql is not None:
+                        found = await connection.execute(to_read.sql, to_read.bind(read[1]))
+                rows = await found.fetchall() if found else []
         return written.rowcount if written else 0, to_read.instances(DEFAULT_DB_ALIAS, rows)
 
 

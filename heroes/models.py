@@ -14,6 +14,7 @@ import unicodedata
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -440,7 +441,7 @@ class ApiToken(models.Model):
         return token, raw_token
 
     @classmethod
-    def lookup(cls, raw_token: str) -> dict[str, object]:
+    def lookup(cls, raw_token: str) -> dict[str, Any]:
         """The values `owners` takes to find this raw token's user now."""
         return {
             "key_hash": cls.hash(raw_token),

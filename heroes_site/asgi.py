@@ -5,8 +5,9 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import import_module
+from typing import Any, TypeVar
 
 import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
@@ -15,10 +16,12 @@ from django.core import signals
 from django.core.exceptions import ImproperlyConfigured, RequestAborted
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 from django.core.handlers.asgi import get_script_prefix
-from django.http import HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heroes_site.settings")
+
+T = TypeVar("T")
 
 
 class BoundedBody:
@@ -75,9 +78,9 @@ class RequestThread(ThreadPoolExecutor):
         super().__init__(max_workers=1, thread_name_prefix="request")
         self.used = False
 
-    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         self.used = True
-        return super().submit(*args, **kwargs)
+        return super().submit(fn, *args, **kwargs)
 
 
 class ASGIHandler(DjangoASGIHandler):
@@ -120,7 +123,9 @@ class ASGIHandler(DjangoASGIHandler):
         finally:
             thread.shutdown(wait=False)
 
-    async def handle(self, scope, receive, send, thread: RequestThread | None = None) -> None:
+    async def handle(
+        self, scope: dict, receive: Callable, send: Callable, thread: RequestThread | None = None
+    ) -> None:
         """Django's ASGIHandler.handle (5.2), with the request signals sent on the event
         loop where their receivers have nothing to do in the request's thread."""
         try:
@@ -136,7 +141,7 @@ class ASGIHandler(DjangoASGIHandler):
             await self.close_response(error_response, thread)  # changed
             return
 
-        async def process_request(request, send):
+        async def process_request(request: HttpRequest, send: Callable) -> HttpResponseBase:
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # a disconnect while sending
                 await self.send_response(response, send)

@@ -10,6 +10,7 @@ import datetime
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -316,7 +317,7 @@ def request_threads(monkeypatch) -> list[str]:
     submitted: list[str] = []
     submit = RequestThread.submit
 
-    def recording(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def recording(self: RequestThread, fn: Callable, *args: Any, **kwargs: Any) -> Future:
         submitted.append(getattr(fn, "__qualname__", repr(fn)))
         return submit(self, fn, *args, **kwargs)
 

@@ -10,6 +10,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -458,7 +459,9 @@ def loop_aliases(monkeypatch) -> list[str]:
     used: list[str] = []
     execute = event_loop_db.Database.execute
 
-    async def recording(self, alias: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def recording(
+        self: event_loop_db.Database, alias: str, *args: Any, **kwargs: Any
+    ) -> tuple[list, int]:
         used.append(alias)
         return await execute(self, alias, *args, **kwargs)
 
