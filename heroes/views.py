@@ -91,7 +91,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:
 
     Django's own view renders the page on the spot, inside the CSRF check, and the
     page (base.html) loads the user from the database. That check runs on the event
-    loop under ASGI (heroes.middleware's twin) and in ninja's session auth, where a
+    loop under ASGI (heroes_site.middleware's twin) and in ninja's session auth, where a
     query raises SynchronousOnlyOperation; Django renders a TemplateResponse in a
     thread, and the API, which answers its own JSON 403, never renders it.
     """

@@ -25,7 +25,7 @@ class BoundedBody:
     were 3 GiB written. Here a body announced larger than the limit is not read at all
     (nor is `100 Continue` sent), and one that turns out larger (chunked, no
     Content-Length) is cut where it passes the limit. Either way Django gets an empty
-    body and a mark in the scope, on which heroes.middleware.request_body_limit
+    body and a mark in the scope, on which heroes_site.middleware.request_body_limit
     answers 413; the response closes the connection, so the server reads no more.
     """
 
@@ -71,7 +71,7 @@ class ASGIHandler(DjangoASGIHandler):
       request; the hooks of Django's own middleware only read headers and cookies, so
       the hops cost more than the hooks. settings.MIDDLEWARE keeps Django's names (the
       deployment checks look for them); this handler loads their event-loop twins from
-      heroes.middleware in their place.
+      heroes_site.middleware in their place.
     - Django gives each request a thread of its own for its sync work (each async ORM
       call, the request signals), and at the end of the request joins that thread,
       blocking the event loop meanwhile. Here the thread is let go instead: it ends
@@ -104,7 +104,7 @@ class ASGIHandler(DjangoASGIHandler):
 try:
     django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
     # Needs the apps loaded.
-    from heroes.middleware import BODY_TOO_LARGE, EVENT_LOOP_TWINS, body_over_limit
+    from heroes_site.middleware import BODY_TOO_LARGE, EVENT_LOOP_TWINS, body_over_limit
 
     application = ASGIHandler()
     # The API, the pages and the admin load now, not on the first request: a mistake

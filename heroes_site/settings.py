@@ -103,7 +103,7 @@ DESCRIPTION = env.str("DESCRIPTION", default="The API for Heroes app.")
 API_V1_PREFIX = env.str("API_V1_PREFIX", default="/api/v1")
 
 # Bounded requests: a body over DATA_UPLOAD_MAX_MEMORY_SIZE bytes is refused with 413
-# before it is read (heroes_site.asgi, heroes.middleware.request_body_limit); a request
+# before it is read (heroes_site.asgi, heroes_site.middleware.request_body_limit); a request
 # line plus headers over MAX_REQUEST_HEADER_SIZE bytes with 431 (heroes_site.server).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)  # 2.5 MB
 MAX_REQUEST_HEADER_SIZE = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
@@ -130,28 +130,29 @@ INSTALLED_APPS = [
     "ninja",  # serves Swagger UI's files itself (no CDN)
     "axes",
     "heroes",
+    "heroes_site",  # the site's template tags and its migrate command
 ]
 
 MIDDLEWARE = [
-    "heroes.middleware.request_log",
-    "heroes.middleware.api_errors_as_json",
-    "heroes.middleware.content_security_policy",
+    "heroes_site.middleware.request_log",
+    "heroes_site.middleware.api_errors_as_json",
+    "heroes_site.middleware.content_security_policy",
     "heroes_site.replicas.replica_reads",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "heroes.middleware.private_for_sessions",
+    "heroes_site.middleware.private_for_sessions",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "heroes.middleware.DatabaseUnavailableMiddleware",
+    "heroes_site.middleware.DatabaseUnavailableMiddleware",
     # Async-capable: it turns a lockout into the 429 page (axes wants it last).
     "axes.middleware.AxesMiddleware",
     # Last, so its 413 passes through the others (log line, security headers) and
     # comes before any view or process_view (the CSRF check) reads the body.
-    "heroes.middleware.request_body_limit",
+    "heroes_site.middleware.request_body_limit",
 ]
 
 ROOT_URLCONF = "heroes_site.urls"
@@ -220,8 +221,8 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # The socket's peer, which the server (uvicorn, gunicorn) has already replaced with the
 # X-Forwarded-For address only when the peer is one of its FORWARDED_ALLOW_IPS.
-AXES_CLIENT_IP_CALLABLE = "heroes.lockout.client_address"
-AXES_LOCKOUT_CALLABLE = "heroes.lockout.locked_out"  # templates/registration/locked_out.html
+AXES_CLIENT_IP_CALLABLE = "heroes_site.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "heroes_site.lockout.locked_out"  # templates/registration/locked_out.html
 # axes logs its lockout decisions at WARNING; not verbose keeps the client's
 # User-Agent out of those lines (the username and address are masked).
 AXES_VERBOSE = False

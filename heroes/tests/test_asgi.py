@@ -1,6 +1,6 @@
 """The production entry point, heroes_site.asgi.application, driven as uvicorn drives it.
 
-Its handler loads Django's middleware as the event-loop twins of heroes.middleware and
+Its handler loads Django's middleware as the event-loop twins of heroes_site.middleware and
 lets each request's thread go without joining it; these tests show sessions, CSRF, messages and the
 security headers behave there as they do under Django's test client.
 """
