@@ -68,10 +68,9 @@ class ASGIHandler(DjangoASGIHandler):
 
     - Django runs each hook of a sync-style middleware (process_request,
       process_response, process_view) in a worker thread, one hop per hook and
-      request; the hooks of Django's own middleware only read headers and cookies, so
-      the hops cost more than the hooks. settings.MIDDLEWARE keeps Django's names (the
-      deployment checks look for them); this handler loads their event-loop twins from
-      heroes_site.middleware in their place.
+      request. settings.MIDDLEWARE keeps Django's names (the deployment checks look
+      for them); this handler loads their event-loop twins
+      (heroes_site.event_loop_middleware.EVENT_LOOP_TWINS) in their place.
     - Django gives each request a thread of its own for its sync work (each async ORM
       call, the request signals), and at the end of the request joins that thread,
       blocking the event loop meanwhile. Here the thread is let go instead: it ends
@@ -103,8 +102,9 @@ class ASGIHandler(DjangoASGIHandler):
 
 try:
     django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
-    # Needs the apps loaded.
-    from heroes_site.middleware import BODY_TOO_LARGE, EVENT_LOOP_TWINS, body_over_limit
+    # Need the apps loaded.
+    from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
+    from heroes_site.middleware import BODY_TOO_LARGE, body_over_limit
 
     application = ASGIHandler()
     # The API, the pages and the admin load now, not on the first request: a mistake

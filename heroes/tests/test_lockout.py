@@ -28,7 +28,7 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from heroes_site.middleware import EVENT_LOOP_TWINS
+from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
 
 from .conftest import REPO_ROOT, STAFF_PASSWORD, make_user, manage
 from .test_asgi import Browser
