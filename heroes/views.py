@@ -2,8 +2,7 @@
 
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.messages.views import SuccessMessageMixin
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpResponse
 from django.urls import reverse_lazy
 from django.utils.functional import cached_property
 from django.views import generic
@@ -84,15 +83,3 @@ class HeroDeleteView(
 
     def get_success_message(self, cleaned_data: dict) -> str:
         return self.success_message % {"nickname": self.object.nickname}
-
-
-def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:
-    """Django's CSRF failure view, with 403_csrf.html rendered only when it is sent.
-
-    Django's own view renders the page on the spot, inside the CSRF check, and the
-    page (base.html) loads the user from the database. That check runs on the event
-    loop under ASGI (heroes_site.middleware's twin) and in ninja's session auth, where a
-    query raises SynchronousOnlyOperation; Django renders a TemplateResponse in a
-    thread, and the API, which answers its own JSON 403, never renders it.
-    """
-    return TemplateResponse(request, "403_csrf.html", status=403)

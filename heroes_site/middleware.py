@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.template.loader import render_to_string
 from django.utils.cache import patch_cache_control
 from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
+
+from . import views
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
@@ -167,12 +168,11 @@ def request_body_limit(get_response: Handler) -> Handler:
             announced = 0  # Django's own parsing has the say
         if not (scope.get(BODY_TOO_LARGE) or body_over_limit(announced)):
             return await get_response(request)
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if request.path.startswith(prefix):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             detail = f"The request body is larger than the limit of {limit} bytes."
             return JsonResponse({"detail": detail}, status=413)
-        page = render_to_string("413.html", {"PROJECT_NAME": settings.PROJECT_NAME, "limit": limit})
-        return HttpResponse(page, status=413)
+        return views.request_too_large(request)
 
     return middleware
 
@@ -186,7 +186,4 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         logging.getLogger(__name__).error(
             "Database unavailable on %s %s: %s", request.method, request.path, exception
         )
-        # Rendered without the request: its context processors would query the
-        # database (the session, the user) and fail again.
-        page = render_to_string("503.html", {"PROJECT_NAME": settings.PROJECT_NAME})
-        return HttpResponse(page, status=503, headers={"Retry-After": "5"})
+        return views.database_unavailable(request)

@@ -195,7 +195,7 @@ AUTH_PASSWORD_VALIDATORS = [
     )
 ]
 
-CSRF_FAILURE_VIEW = "heroes.views.csrf_failure"  # templates/403_csrf.html
+CSRF_FAILURE_VIEW = "heroes_site.views.csrf_failure"  # templates/403_csrf.html
 
 # django-axes refuses a login before the password is checked once its (username, client
 # address) pair has failed AXES_FAILURE_LIMIT times within the cool-off.
