@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import admin as auth_admin
@@ -13,9 +12,6 @@ from django.utils import timezone
 from .forms import HeroDeleteForm, HeroForm
 from .models import ApiToken, Hero, HeroNotSaved
 from .pagination import EstimatedCountPaginator
-
-admin.site.site_header = settings.PROJECT_NAME
-admin.site.site_title = settings.PROJECT_NAME
 
 
 class CheckedSelectionMixin:

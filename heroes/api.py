@@ -10,20 +10,15 @@ A hero's `ETag` is its version (Hero.version), so HTTP conditional requests (RFC
 """
 
 import logging
-import math
 import re
-import threading
-import time
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-import psycopg
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import SuspiciousOperation
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
 from django.utils.http import parse_etags
@@ -35,6 +30,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
+from heroes_site.health import database_is_up
 from heroes_site.replicas import areplica_statuses
 
 from .models import NICKNAME_TAKEN_MESSAGE, ApiToken, Hero, HeroChanged, NicknameTaken, Role
@@ -119,72 +115,6 @@ class HeroCursorPagination(CursorPagination):
                 [{"loc": ["query", "cursor"], "msg": "Invalid cursor.", "type": "value_error"}]
             ) from None
         return await super().apaginate_queryset(queryset, pagination, request, **params)
-
-
-class DirectProbe:
-    """Asks the database on a connection of its own, outside the pool.
-
-    One probe at a time per process, and whoever waited for the probe in progress
-    takes its answer: a crowd of health checks opens one connection, not a crowd
-    (which could use up PostgreSQL's max_connections). The connection is closed
-    after each probe, so it holds nothing between checks.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.answered_at = -math.inf
-        self.answer = False
-
-    def database_is_up(self) -> bool:
-        asked = time.monotonic()
-        with self.lock:
-            if self.answered_at < asked:
-                self.answer = self.ask()
-                self.answered_at = time.monotonic()
-            return self.answer
-
-    @staticmethod
-    def ask() -> bool:
-        try:
-            with psycopg.connect(**connection.get_connection_params(), autocommit=True) as own:
-                own.execute("SELECT 1")
-        except psycopg.Error:
-            logger.warning("Health check: the database is unreachable", exc_info=True)
-            return False
-        return True
-
-
-direct_probe = DirectProbe()
-
-# How long health waits for a pooled connection before asking the database directly:
-# well within a load balancer's patience, where the pool's own timeout may not be.
-HEALTH_POOL_WAIT = 0.25
-
-
-@sync_to_async
-def database_is_up() -> bool:
-    """Whether the database can be reached.
-
-    On PostgreSQL a pooled connection is the cheap way to ask, but an exhausted pool
-    (many clients at once) only means the instance is busy, and an idle connection
-    broken by a database restart only means the pool has yet to replace it: then the
-    direct probe decides.
-    """
-    pool = getattr(connection, "pool", None)  # the psycopg pool; None on SQLite
-    try:
-        if pool is None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        else:
-            pool.open()  # as Django does before its first connection; then a no-op
-            with pool.connection(timeout=HEALTH_POOL_WAIT) as pooled:
-                pooled.execute("SELECT 1")
-    except (DatabaseError, psycopg.Error):
-        if pool is not None:
-            return direct_probe.database_is_up()
-        logger.warning("Health check: the database is unreachable", exc_info=True)
-        return False
-    return True
 
 
 def etag(hero: Hero) -> str:
