@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page
 
 from heroes.models import Hero
 
-from .conftest import STAFF_PASSWORD, log_in
+from .helpers import STAFF_PASSWORD, log_in
 
 SCREENSHOTS_DIR = settings.BASE_DIR / "docs" / "screenshots"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .helpers import REPO_ROOT
 
 
 def free_port() -> int:

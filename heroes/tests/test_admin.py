@@ -18,7 +18,7 @@ from heroes.forms import HeroForm
 from heroes.models import HERO_DELETED_MESSAGE, ApiToken, Hero
 from heroes.pagination import EstimatedCountPaginator
 
-from .conftest import in_another_connection, make_user, needs_a_second_connection
+from .helpers import in_another_connection, make_user, needs_a_second_connection
 
 pytestmark = pytest.mark.django_db
 

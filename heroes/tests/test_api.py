@@ -24,7 +24,7 @@ from psycopg_pool import PoolTimeout
 from heroes.models import ApiToken, Hero, HeroQuerySet
 from heroes_site.health import DirectProbe
 
-from .conftest import asgi_exchange, load_data, needs_a_second_connection
+from .helpers import asgi_exchange, load_data, needs_a_second_connection
 
 DATA = load_data("api")
 HEROES = "/api/v1/heroes"

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from heroes.models import ApiToken, Hero
 
-from .conftest import make_user
+from .helpers import make_user
 
 HEROES = "/api/v1/heroes"
 CSRF_TOKEN = "a" * 32

@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 
 from heroes.models import Hero, Role
 
-from .conftest import HERO_ACTIONS, READER_PASSWORD, STAFF_PASSWORD, log_in, make_user
+from .helpers import HERO_ACTIONS, READER_PASSWORD, STAFF_PASSWORD, log_in, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

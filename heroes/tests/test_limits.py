@@ -17,7 +17,7 @@ from django.test import Client
 
 from heroes.models import Hero
 
-from .conftest import manage
+from .helpers import manage
 from .server import production_env, request, start_gunicorn
 
 BODY_LIMIT = 2_621_440  # the default, 2.5 MB

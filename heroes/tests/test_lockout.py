@@ -30,8 +30,7 @@ from django.utils.module_loading import import_string
 
 from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
 
-from .conftest import REPO_ROOT, STAFF_PASSWORD, make_user, manage
-from .test_asgi import Browser
+from .helpers import REPO_ROOT, STAFF_PASSWORD, AsgiBrowser, make_user, manage
 
 SERVED_APP = "heroes_site.asgi:application"
 LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
@@ -261,7 +260,7 @@ def test_the_lockout_keeps_the_asgi_middleware_on_the_event_loop():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_asgi_application_answers_a_lockout_with_the_429_page(staff_user):
-    browser = Browser()
+    browser = AsgiBrowser()
     token = browser.csrf_token("/admin/login/")
     guess = {"username": "staff", "password": WRONG_PASSWORD, "csrfmiddlewaretoken": token}
     statuses = [browser.request("POST", "/admin/login/", guess)[0] for _ in range(5)]

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .conftest import manage
+from .helpers import manage
 from .server import free_port, production_env, request, start_gunicorn
 
 pytestmark = pytest.mark.outage

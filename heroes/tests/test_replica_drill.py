@@ -34,8 +34,8 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 
-from .conftest import REPO_ROOT, manage
-from .test_outage import free_port
+from .helpers import REPO_ROOT, manage
+from .server import free_port
 
 pytestmark = pytest.mark.replica
 

@@ -35,7 +35,7 @@ from heroes_site.replicas import (
 )
 from heroes_site.settings import replica_config
 
-from .test_settings import load_settings
+from .helpers import load_settings
 
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="replicas are PostgreSQL's; the PostgreSQL run"

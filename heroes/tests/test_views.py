@@ -21,7 +21,7 @@ from heroes.models import Hero, HeroQuerySet, Role
 from heroes.pagination import LookaheadPaginator
 from heroes.views import HeroListView
 
-from .conftest import STAFF_PASSWORD, hero_permissions
+from .helpers import STAFF_PASSWORD, hero_permissions
 
 pytestmark = pytest.mark.django_db
 
