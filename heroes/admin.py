@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from .forms import HeroDeleteForm, HeroForm
-from .models import ApiToken, Hero, HeroNotSaved
+from .models import NEWEST_FIRST, ApiToken, Hero, HeroNotSaved
 from .pagination import EstimatedCountPaginator
 
 
@@ -38,7 +38,7 @@ class HeroAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     readonly_fields = ["uuid", "created_at", "updated_at"]
     # version: hidden, the version the form was opened on (see HeroForm).
     fields = ["uuid", "nickname", "role", "created_at", "updated_at", "version"]
-    ordering = ["-created_at", "-uuid"]
+    ordering = NEWEST_FIRST
     # ChangeList counts the filtered rows on every page view, and with
     # show_full_result_count all rows once more: both read the whole table at scale.
     show_full_result_count = False

@@ -33,7 +33,15 @@ from ninja.utils import check_csrf
 from heroes_site.health import database_is_up
 from heroes_site.replicas import areplica_statuses
 
-from .models import NICKNAME_TAKEN_MESSAGE, ApiToken, Hero, HeroChanged, NicknameTaken, Role
+from .models import (
+    NEWEST_FIRST,
+    NICKNAME_TAKEN_MESSAGE,
+    ApiToken,
+    Hero,
+    HeroChanged,
+    NicknameTaken,
+    Role,
+)
 from .schemas import (
     HealthCheck,
     HeroCreate,
@@ -192,7 +200,7 @@ async def health(request: HttpRequest) -> Status:
 
 
 @router.get("/heroes", response={200: list[HeroRead], 422: ValidationErrors})
-@paginate(HeroCursorPagination, ordering=("-created_at", "-uuid"), page_size=20, max_page_size=100)
+@paginate(HeroCursorPagination, ordering=NEWEST_FIRST, page_size=20, max_page_size=100)
 async def list_heroes(
     request: HttpRequest, role: Role | None = None, search: SearchText | None = None
 ):

@@ -36,6 +36,10 @@ HERO_CHANGED_MESSAGE = (
     "Now saved: %(now_saved)s. Submit again to go ahead anyway."
 )
 HERO_DELETED_MESSAGE = "This hero was deleted by someone else meanwhile, so nothing was written."
+# How every list shows heroes (the pages, the API's cursor, the admin), and the order of
+# the indexes behind them. uuid breaks ties between heroes created in the same
+# microsecond, so the order is total: cursor pagination relies on it.
+NEWEST_FIRST = ("-created_at", "-uuid")
 # Unicode categories plain text may not contain: control characters (Cc: NUL, ESC,
 # tab, CR, LF...), invisible format characters (Cf: zero-width spaces and joiners,
 # bidirectional overrides, soft hyphens...), and the line and paragraph separators
@@ -129,9 +133,7 @@ def reporting_nickname_taken(using: str) -> Iterator[None]:
 
 class HeroQuerySet(models.QuerySet):
     def newest_first(self) -> "HeroQuerySet":
-        # uuid breaks ties between heroes created in the same microsecond, so the
-        # order is total (cursor pagination relies on it).
-        return self.order_by("-created_at", "-uuid")
+        return self.order_by(*NEWEST_FIRST)
 
     def search(self, text: str) -> "HeroQuerySet":
         """Heroes whose nickname contains `text`, ignoring case (also beyond ASCII).
@@ -253,7 +255,7 @@ class Hero(models.Model):
     class Meta:
         db_table = "hrs_heroes"
         verbose_name_plural = "heroes"  # not Django's default "heros"
-        ordering = ["-created_at", "-uuid"]
+        ordering = list(NEWEST_FIRST)
         constraints = [
             models.UniqueConstraint(
                 Lower("nickname"),
@@ -273,10 +275,8 @@ class Hero(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["-created_at", "-uuid"], name="ix_hrs_heroes_created_at"),
-            models.Index(
-                fields=["role", "-created_at", "-uuid"], name="ix_hrs_heroes_role_created_at"
-            ),
+            models.Index(fields=list(NEWEST_FIRST), name="ix_hrs_heroes_created_at"),
+            models.Index(fields=["role", *NEWEST_FIRST], name="ix_hrs_heroes_role_created_at"),
         ]
 
     def __str__(self) -> str:
