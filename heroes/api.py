@@ -11,14 +11,17 @@ A hero's `ETag` is its version (Hero.version), so HTTP conditional requests (RFC
 
 import logging
 import re
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import SuspiciousOperation
 from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
 from django.utils.http import parse_etags
@@ -39,6 +42,7 @@ from .models import (
     ApiToken,
     Hero,
     HeroChanged,
+    HeroQuerySet,
     NicknameTaken,
     Role,
 )
@@ -64,7 +68,7 @@ DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 class BearerTokenAuth(HttpBearer):
     """`Authorization: Bearer <token>`, checked against the hashed ApiTokens."""
 
-    def __call__(self, request: HttpRequest):
+    def __call__(self, request: HttpRequest) -> Awaitable[AbstractBaseUser | None] | None:
         # Parsed here rather than by HttpBearer, which logs unexpected headers (with
         # their credentials) when DEBUG is on.
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -106,14 +110,21 @@ WRITERS = [BearerTokenAuth(), SessionAuth()]
 
 
 async def require_permission(request: HttpRequest, permission: str) -> None:
-    if not await request.auth.ahas_perm(permission):
+    user: AbstractUser = request.auth  # type: ignore[attr-defined]  # set by ninja's auth
+    if not await user.ahas_perm(permission):
         raise HttpError(403, f"You do not have the {permission} permission.")
 
 
 class HeroCursorPagination(CursorPagination):
     """ninja's cursor pagination, answering 422 to a cursor it did not write."""
 
-    async def apaginate_queryset(self, queryset, pagination, request, **params):
+    async def apaginate_queryset(
+        self,
+        queryset: QuerySet,
+        pagination: CursorPagination.Input,
+        request: HttpRequest,
+        **params: Any,
+    ) -> Any:
         try:
             cursor = self.Cursor.from_encoded_param(pagination.cursor)
             if cursor.p is not None:
@@ -203,7 +214,7 @@ async def health(request: HttpRequest) -> Status:
 @paginate(HeroCursorPagination, ordering=NEWEST_FIRST, page_size=20, max_page_size=100)
 async def list_heroes(
     request: HttpRequest, role: Role | None = None, search: SearchText | None = None
-):
+) -> HeroQuerySet:
     """Heroes, newest first; `search` matches part of the nickname, ignoring case."""
     return Hero.objects.listing(search=search, role=role)
 

@@ -14,6 +14,7 @@ import unicodedata
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -26,6 +27,9 @@ from django.db.models.functions import Length, Lower, Trim
 from django.db.models.lookups import LessThanOrEqual
 from django.urls import reverse
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 NICKNAME_MAX_LENGTH = 255
 NICKNAME_TAKEN_MESSAGE = "A hero with this nickname already exists."
@@ -131,7 +135,7 @@ def reporting_nickname_taken(using: str) -> Iterator[None]:
         raise
 
 
-class HeroQuerySet(models.QuerySet):
+class HeroQuerySet(models.QuerySet["Hero"]):
     def newest_first(self) -> "HeroQuerySet":
         return self.order_by(*NEWEST_FIRST)
 
@@ -282,7 +286,7 @@ class Hero(models.Model):
     def __str__(self) -> str:
         return self.nickname
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         """Insert a new hero, or write this one over the stored version it was read at.
 
         An update is one UPDATE of every concrete field but the primary key and
@@ -324,11 +328,11 @@ class Hero(models.Model):
         using = using or router.db_for_write(type(self), instance=self)
         return type(self).objects.using(using).remove(self.pk, versions=[self.version])
 
-    def clean_fields(self, exclude=None) -> None:
+    def clean_fields(self, exclude: Collection[str] | None = None) -> None:
         self.nickname = normalize_nickname(self.nickname)
         super().clean_fields(exclude)
 
-    def validate_constraints(self, exclude=None) -> None:
+    def validate_constraints(self, exclude: Collection[str] | None = None) -> None:
         # The unique constraint is on Lower(nickname), so Django reports a clash as
         # a non-field error; report it on the field the user can fix instead.
         try:
@@ -394,6 +398,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The key in the clear, on a token the admin has just issued (to show it once);
+    # never stored.
+    raw_token: str
 
     class Meta:
         db_table = "hrs_api_tokens"
@@ -415,7 +422,7 @@ class ApiToken(models.Model):
         return raw_token
 
     @classmethod
-    def issue(cls, user: AbstractBaseUser, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user: "User", name: str) -> tuple["ApiToken", str]:
         token = cls(user=user, name=name)
         raw_token = token.generate_key()
         token.save()
@@ -437,12 +444,13 @@ class ApiToken(models.Model):
             f"SELECT u.*, t.{token.pk.column} AS token_id, "  # noqa: S608
             "(t.last_used_at IS NULL OR t.last_used_at < %s) AS token_needs_touch "
             f"FROM {token.db_table} t "
-            f"JOIN {user.db_table} u ON u.{user.pk.column} = t.{token.get_field('user').column} "
+            f"JOIN {user.db_table} u ON u.{user.pk.column} = t.{cls.user.field.column} "
             "WHERE t.key_hash = %s AND t.revoked_at IS NULL AND u.is_active"
         )
-        users = get_user_model().objects.raw(sql, [touch_before, cls.hash(raw_token)])
-        async for user in users:
-            if user.token_needs_touch:
-                await cls.objects.filter(pk=user.token_id).aupdate(last_used_at=timezone.now())
-            return user
+        owners = get_user_model().objects.raw(sql, [touch_before, cls.hash(raw_token)])
+        # RawQuerySet is async-iterable since Django 5.0; django-stubs does not say so yet.
+        async for owner in owners:  # type: ignore[attr-defined]
+            if owner.token_needs_touch:
+                await cls.objects.filter(pk=owner.token_id).aupdate(last_used_at=timezone.now())
+            return cast(AbstractBaseUser, owner)
         return None

@@ -3,9 +3,10 @@
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
+from typing import Any
 
 import django
 from asgiref.sync import ThreadSensitiveContext
@@ -14,6 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heroes_site.settings")
+
+Message = Mapping[str, Any]  # an ASGI event
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 class BoundedBody:
@@ -29,7 +34,7 @@ class BoundedBody:
     answers 413; the response closes the connection, so the server reads no more.
     """
 
-    def __init__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.scope = scope
         self.server_receive = receive
         self.server_send = send
@@ -39,13 +44,14 @@ class BoundedBody:
             if name == b"content-length" and value.isdigit() and body_over_limit(int(value)):
                 scope[BODY_TOO_LARGE] = True
 
-    async def receive(self) -> dict:
+    async def receive(self) -> Message:
         if self.scope.get(BODY_TOO_LARGE):
             if self.cut:
                 # Django listens for a disconnect while the response is made, and
                 # would take more body for a protocol error: nothing comes, and the
                 # response's end ends the wait.
-                return await asyncio.get_running_loop().create_future()
+                never: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+                return await never
             self.cut = True
             return {"type": "http.request", "body": b"", "more_body": False}
         message = await self.server_receive()
@@ -56,7 +62,7 @@ class BoundedBody:
                 return await self.receive()
         return message
 
-    async def send(self, message: dict) -> None:
+    async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start" and self.scope.get(BODY_TOO_LARGE):
             message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
         await self.server_send(message)
@@ -78,7 +84,7 @@ class ASGIHandler(DjangoASGIHandler):
       faster still on average, but left some requests waiting for up to a second.)
     """
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)  # Django refuses it
         # Still one thread per request, so the request's database connection goes back

@@ -15,17 +15,21 @@ upgrade changes the hooks these classes have, or when the ASGI app stops loading
 twins. Under WSGI (and Django's test Client) Django's own classes run.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
+from django.contrib.messages.storage.base import BaseStorage
 from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.deprecation import MiddlewareMixin
+
+AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
 class OnEventLoop(MiddlewareMixin):
@@ -33,14 +37,16 @@ class OnEventLoop(MiddlewareMixin):
     loop rather than through sync_to_async. Put it before Django's class."""
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        response = None
+        response: HttpResponseBase | None = None
         if process_request := getattr(self, "process_request", None):
             response = process_request(request)
-        response = response or await self.get_response(request)
+        # Django calls __acall__ only when the next step is async (async_mode).
+        response = response or await cast(AsyncGetResponse, self.get_response)(request)
         if process_response := getattr(self, "process_response", None):
             if self.response_writes_to_database(request):
-                return await sync_to_async(process_response)(request, response)
-            return process_response(request, response)
+                response = await sync_to_async(process_response)(request, response)
+            else:
+                response = process_response(request, response)
         return response
 
     def response_writes_to_database(self, request: HttpRequest) -> bool:
@@ -82,7 +88,7 @@ class AuthenticationMiddleware(OnEventLoop, auth.AuthenticationMiddleware):
 class MessageMiddleware(OnEventLoop, messages.MessageMiddleware):
     def response_writes_to_database(self, request: HttpRequest) -> bool:
         # Stored in the session: only when messages were shown or added.
-        storage = request._messages
+        storage: BaseStorage = request._messages  # type: ignore[attr-defined]  # set by process_request
         return storage.used or storage.added_new
 
 

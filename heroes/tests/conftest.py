@@ -46,6 +46,7 @@ def server_log(request: pytest.FixtureRequest, caplog) -> Iterator[io.StringIO]:
     test, from INFO up, in the text format or the one parametrized indirectly."""
     caplog.set_level(logging.INFO)
     [console] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    assert isinstance(console, logging.StreamHandler)
     log_format = getattr(request, "param", "text")
     formatter = logging.config.DictConfigurator({}).configure_formatter(
         settings.LOGGING["formatters"][log_format]

@@ -119,6 +119,18 @@ def in_another_connection(action: Callable[[], object]) -> None:
         raise failures[0]
 
 
+def found(pattern: str, text: str) -> str:
+    """The first group of `pattern`'s first match in `text`; the test fails without one."""
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} is not in the text"
+    return match[1]
+
+
+def csrf_token_in(page: str) -> str:
+    """The CSRF token of the (first) form on an HTML page."""
+    return found(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+
+
 def log_in(page: Page, username: str, password: str, *, path: str = "/accounts/login/") -> None:
     """Log in through a login form: the site's or, with path="/admin/login/", the admin's."""
     page.goto(path)
@@ -178,4 +190,4 @@ class AsgiBrowser:
     def csrf_token(self, path: str) -> str:
         status, _, page = self.request("GET", path)
         assert status == 200
-        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        return csrf_token_in(page)

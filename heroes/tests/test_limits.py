@@ -4,7 +4,6 @@ growing. Shown on `make serve`'s server over raw sockets, and through Django's t
 client."""
 
 import json
-import re
 import socket
 import sqlite3
 import time
@@ -17,7 +16,7 @@ from django.test import Client
 
 from heroes.models import Hero
 
-from .helpers import manage
+from .helpers import found, manage
 from .server import production_env, request, start_gunicorn
 
 BODY_LIMIT = 2_621_440  # the default, 2.5 MB
@@ -215,7 +214,7 @@ def worker_pids(server) -> list[int]:
 
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+    return int(found(r"VmRSS:\s+(\d+) kB", status)) / 1024
 
 
 def send_huge_header(port: int) -> bytes | str:

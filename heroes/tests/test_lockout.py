@@ -23,14 +23,13 @@ from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.http import HttpResponse
 from django.test import Client
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
 
-from .helpers import REPO_ROOT, STAFF_PASSWORD, AsgiBrowser, make_user, manage
+from .helpers import REPO_ROOT, STAFF_PASSWORD, AsgiBrowser, csrf_token_in, make_user, manage
 
 SERVED_APP = "heroes_site.asgi:application"
 LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
@@ -43,7 +42,7 @@ def log_in(
     password: str,
     page: str = "/accounts/login/",
     headers: dict[str, str] | None = None,
-) -> HttpResponse:
+):
     return client.post(page, {"username": username, "password": password}, headers=headers)
 
 
@@ -308,7 +307,7 @@ class Visitor:
         headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
         status, page = self.request("GET", "/accounts/login/", headers=headers)
         assert status == 200, page
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        token = csrf_token_in(page)
         form = {"username": username, "password": password, "csrfmiddlewaretoken": token}
         return self.request("POST", "/accounts/login/", form, headers)[0]
 

@@ -20,7 +20,6 @@ It takes 30-60 s (most of it copying the primary), so it is kept out of
 import contextlib
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 
-from .helpers import REPO_ROOT, manage
+from .helpers import REPO_ROOT, csrf_token_in, manage
 from .server import free_port
 
 pytestmark = pytest.mark.replica
@@ -64,7 +63,9 @@ class Standby:
 
     def query(self, sql: str) -> object:
         with psycopg.connect(f"{self.url}/postgres", autocommit=True) as standby:
-            return standby.execute(sql).fetchone()[0]
+            row = standby.execute(sql).fetchone()
+            assert row is not None
+            return row[0]
 
     @contextlib.contextmanager
     def replay_paused(self) -> Iterator[None]:
@@ -118,7 +119,7 @@ class Visitor:
     def form_token(self, path: str) -> str:
         status, page = self.get(path)
         assert status == 200, (path, status)
-        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        return csrf_token_in(str(page))
 
     def log_in(self, username: str, password: str) -> None:
         form = {"username": username, "password": password}
@@ -136,7 +137,7 @@ class Visitor:
 
     def create_with_api(self, nickname: str) -> str:
         status, body, _ = self.request("POST", "/api/v1/heroes", json_body={"nickname": nickname})
-        assert status == 201, (status, body)
+        assert status == 201 and isinstance(body, dict), (status, body)
         return body["uuid"]
 
 
@@ -147,6 +148,7 @@ def sees(visitor: Visitor, uuid: str, nickname: str) -> dict[str, bool]:
     page, _ = visitor.get(f"/heroes/{uuid}/")
     _, html_list = visitor.get(f"/heroes/?{urlencode({'q': nickname})}")
     assert api_get in (200, 404) and page in (200, 404)
+    assert isinstance(api_list, dict) and isinstance(html_list, str)
     return {
         "api get": api_get == 200,
         "api list": uuid in {hero["uuid"] for hero in api_list["results"]},

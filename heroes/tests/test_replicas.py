@@ -339,7 +339,7 @@ def add_alias(alias: str, url: str) -> dict:
 
 def remove_alias(alias: str) -> None:
     connections[alias].close()
-    connections[alias].close_pool()
+    connections[alias].close_pool()  # type: ignore[attr-defined]  # PostgreSQL's, not in the stubs
     del connections[alias]
     del connections.settings[alias]
 

@@ -21,7 +21,7 @@ from heroes.models import Hero, HeroQuerySet, Role
 from heroes.pagination import LookaheadPaginator
 from heroes.views import HeroListView
 
-from .helpers import STAFF_PASSWORD, hero_permissions
+from .helpers import STAFF_PASSWORD, found, hero_permissions
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +52,7 @@ def shown_range(response) -> tuple[int, int]:
 
 
 def match_count(response) -> str:
-    return re.search(r'<p class="muted" id="match-count">([^<]*)</p>', response.content.decode())[1]
+    return found(r'<p class="muted" id="match-count">([^<]*)</p>', response.content.decode())
 
 
 def title(text: str) -> str:
@@ -512,7 +512,7 @@ def test_a_hero_deleted_between_validation_and_save_is_not_recreated(
 
 def opened_version(client, url: str) -> str:
     """The version a form page carries in its hidden field, as a browser would send it."""
-    return re.search(r'name="version" value="(\d+)"', client.get(url).content.decode())[1]
+    return found(r'name="version" value="(\d+)"', client.get(url).content.decode())
 
 
 def test_edit_form_carries_the_heros_version(staff_client, heroes):
