@@ -16,8 +16,8 @@ from django.test import Client
 
 from heroes.models import Hero
 
-from .helpers import found, manage
-from .server import production_env, request, start_gunicorn
+from .helpers import found
+from .server import prepare_to_serve, production_env, request, start_gunicorn
 
 BODY_LIMIT = 2_621_440  # the default, 2.5 MB
 HEAD_LIMIT = 65_536
@@ -36,13 +36,7 @@ def served(tmp_path_factory):
         MAX_REQUEST_HEADER_SIZE=str(HEAD_LIMIT),
     )
 
-    def run(*args: str) -> str:
-        result = manage(*args, **env)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    run("migrate", "--no-input")
-    run("collectstatic", "--no-input")
+    run = prepare_to_serve(env)
     token = run(
         "shell",
         "--no-imports",
