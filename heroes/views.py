@@ -38,14 +38,14 @@ class HeroDetailView(generic.DetailView):
 
 
 if TYPE_CHECKING:
-    FormView = generic.edit.FormMixin  # what RefusalShownOnTheForm is mixed into
+    FormMixinForMypy = generic.edit.FormMixin  # what RefusalShownOnTheForm is mixed into
 else:
     # A plain mixin at runtime: a FormMixin here would put SuccessMessageMixin after
     # Django's own form_valid in the views' method order, and no success would be told.
-    FormView = object
+    FormMixinForMypy = object
 
 
-class RefusalShownOnTheForm(FormView):
+class RefusalShownOnTheForm(FormMixinForMypy):
     """A write refused after validation (another writer got there first: the hero
     changed or deleted, the nickname taken) is shown like a validation error, with
     the user's input kept."""
