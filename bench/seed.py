@@ -45,13 +45,13 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE hrs_heroes")
         with cursor.connection.cursor().copy(
-            "COPY hrs_heroes (uuid, nickname, role, created_at, updated_at) FROM STDIN"
+            "COPY hrs_heroes (uuid, nickname, role, created_at, updated_at, version) FROM STDIN"
         ) as copy:
             for n in range(args.count):
                 hero_uuid = uuid.uuid4()
                 created_at = now - datetime.timedelta(seconds=random.uniform(0, 365 * 86400))
                 copy.write_row(
-                    (hero_uuid, f"Hero {n:07d}", ROLES[n % len(ROLES)], created_at, created_at)
+                    (hero_uuid, f"Hero {n:07d}", ROLES[n % len(ROLES)], created_at, created_at, 1)
                 )
                 if len(sample) < 10_000:
                     sample.append(str(hero_uuid))
