@@ -71,9 +71,11 @@ screenshots: install .env
 superuser: install .env
 	$(MANAGE) createsuperuser
 
-lint:
+# ruff (lint and format) and mypy with the Django plugin (which loads the settings, so .env).
+lint: install .env
 	uv run --locked ruff check .
 	uv run --locked ruff format --check .
+	uv run --locked mypy
 
 format:
 	uv run --locked ruff check --fix .

@@ -2,8 +2,8 @@
 
 `bench/run.py --stack seed` serves it (gunicorn, 2 uvicorn workers) and loads it with
 the same wrk scripts as our app. Its requirements are in bench/seed_stack.txt, kept out
-of the project's own lock. Rebuilt from the article's text (its code listings are not
-in ../shared/seed), with its choices: one AsyncSession per request from a default
+of the project's own lock. Rebuilt from the article's prose (the copy it was built from
+had no code listings), with its choices: one AsyncSession per request from a default
 engine pool, a HeroesCRUD class, commit + refresh after each write, the article's table
 (an index on uuid only, no unique nickname) and no authentication. Its list is the
 first 20 heroes, newest first.

@@ -1,24 +1,22 @@
-from django.conf import settings
+from typing import Any, cast
+
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import ForeignKey, QuerySet
-from django.forms import ModelChoiceField
+from django.forms import Form, ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from .forms import HeroDeleteForm, HeroForm
-from .models import ApiToken, Hero, HeroNotSaved
+from .models import NEWEST_FIRST, ApiToken, Hero, HeroNotSaved, HeroQuerySet
 from .pagination import EstimatedCountPaginator
 
-admin.site.site_header = settings.PROJECT_NAME
-admin.site.site_title = settings.PROJECT_NAME
 
-
-class CheckedSelectionMixin:
+class CheckedSelectionMixin(admin.ModelAdmin):
     """Actions that refuse a crafted selection (an id that is no primary key of the
     model: not a UUID, beyond the integer range) like an empty one, with a message;
     Django's own would fail on it with a 500."""
@@ -42,7 +40,7 @@ class HeroAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     readonly_fields = ["uuid", "created_at", "updated_at"]
     # version: hidden, the version the form was opened on (see HeroForm).
     fields = ["uuid", "nickname", "role", "created_at", "updated_at", "version"]
-    ordering = ["-created_at", "-uuid"]
+    ordering = NEWEST_FIRST
     # ChangeList counts the filtered rows on every page view, and with
     # show_full_result_count all rows once more: both read the whole table at scale.
     show_full_result_count = False
@@ -98,9 +96,11 @@ class HeroAdmin(CheckedSelectionMixin, admin.ModelAdmin):
             raise ValidationError(confirmation.errors.as_data())
         obj.delete()
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Hero], search_term: str
+    ) -> tuple[QuerySet[Hero], bool]:
         # The same nickname search as the HTML list and the API.
-        return queryset.search(search_term), False
+        return cast(HeroQuerySet, queryset).search(search_term), False
 
 
 @admin.register(ApiToken)
@@ -131,48 +131,58 @@ class ApiTokenAdmin(CheckedSelectionMixin, admin.ModelAdmin):
         return self.autocomplete_fields if request.user.is_superuser else []
 
     def formfield_for_foreignkey(
-        self, db_field: ForeignKey, request: HttpRequest, **kwargs
-    ) -> ModelChoiceField:
+        self, db_field: ForeignKey, request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField | None:
         if db_field.name == "user" and not request.user.is_superuser:
             # Another user's id, posted anyway, is "not one of the available choices".
-            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)
+            # (The admin's user is logged in: its pk is never AnonymousUser's None.)
+            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)  # type: ignore[misc]
             kwargs["initial"] = request.user.pk
             kwargs["empty_label"] = None
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ApiToken | None = None
+    ) -> tuple[str, ...]:
         # A token's owner and name are set once; afterwards it can only be revoked.
-        return [*self.readonly_fields, "user", "name"] if obj else self.readonly_fields
+        return (*self.readonly_fields, "user", "name") if obj else tuple(self.readonly_fields)
 
-    def get_fields(self, request, obj=None):
-        return [*self.readonly_fields, "user", "name"] if obj else ["user", "name"]
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "user", "name") if obj else ("user", "name")
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Form, change: bool) -> None:
         if obj.user_id != request.user.pk and not request.user.is_superuser:
             raise PermissionDenied  # the form refuses it first; this guards its changes
         if not change:
             obj.raw_token = obj.generate_key()
         super().save_model(request, obj, form, change)
 
-    def response_add(self, request, obj, post_url_continue=None):
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
         # The raw token exists only in this response: it is never stored or shown again.
         context = {**self.admin_site.each_context(request), "token": obj, "opts": self.opts}
         return TemplateResponse(request, "admin/heroes/apitoken/created.html", context)
 
     @admin.action(description="Revoke the selected tokens", permissions=["change"])
-    def revoke(self, request, queryset):
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         revoked = queryset.filter(revoked_at=None).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
 
 
 def is_token_user_autocomplete(request: HttpRequest) -> bool:
     """Whether `request` is the admin's autocomplete for ApiToken.user."""
-    source = ApiToken._meta
-    return request.resolver_match.view_name == "admin:autocomplete" and (
-        request.GET.get("app_label"),
-        request.GET.get("model_name"),
-        request.GET.get("field_name"),
-    ) == (source.app_label, source.model_name, "user")
+    source, match = ApiToken._meta, request.resolver_match
+    return (
+        match is not None
+        and match.view_name == "admin:autocomplete"
+        and (
+            request.GET.get("app_label"),
+            request.GET.get("model_name"),
+            request.GET.get("field_name"),
+        )
+        == (source.app_label, source.model_name, "user")
+    )
 
 
 admin.site.unregister(get_user_model())

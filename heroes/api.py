@@ -10,21 +10,19 @@ A hero's `ETag` is its version (Hero.version), so HTTP conditional requests (RFC
 """
 
 import logging
-import math
 import re
-import threading
-import time
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-import psycopg
 import pydantic_core
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import SuspiciousOperation
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
 from django.utils.http import parse_etags
@@ -39,7 +37,16 @@ from ninja.utils import check_csrf
 from heroes_site.replicas import areplica_statuses
 
 from . import event_loop_db
-from .models import NICKNAME_TAKEN_MESSAGE, Hero, HeroChanged, NicknameTaken, Role, permission_flag
+from .models import (
+    NEWEST_FIRST,
+    NICKNAME_TAKEN_MESSAGE,
+    Hero,
+    HeroChanged,
+    HeroQuerySet,
+    NicknameTaken,
+    Role,
+    permission_flag,
+)
 from .schemas import (
     HealthCheck,
     HeroCreate,
@@ -62,7 +69,7 @@ DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 class BearerTokenAuth(HttpBearer):
     """`Authorization: Bearer <token>`, checked against the hashed ApiTokens."""
 
-    def __call__(self, request: HttpRequest):
+    def __call__(self, request: HttpRequest) -> Awaitable[AbstractBaseUser | None] | None:
         # Parsed here rather than by HttpBearer, which logs unexpected headers (with
         # their credentials) when DEBUG is on.
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -106,9 +113,10 @@ WRITE_PERMISSIONS = ("heroes.add_hero", "heroes.change_hero", "heroes.delete_her
 
 
 async def require_permission(request: HttpRequest, permission: str) -> None:
-    granted = getattr(request.auth, permission_flag(permission), None)  # a token's user
+    user: AbstractUser = request.auth  # type: ignore[attr-defined]  # set by ninja's auth
+    granted = getattr(user, permission_flag(permission), None)  # a token's user
     if granted is None:  # a session's user
-        granted = await request.auth.ahas_perm(permission)
+        granted = await user.ahas_perm(permission)
     if not granted:
         raise HttpError(403, f"You do not have the {permission} permission.")
 
@@ -116,7 +124,13 @@ async def require_permission(request: HttpRequest, permission: str) -> None:
 class HeroCursorPagination(CursorPagination):
     """ninja's cursor pagination, answering 422 to a cursor it did not write."""
 
-    async def apaginate_queryset(self, queryset, pagination, request, **params):
+    async def apaginate_queryset(
+        self,
+        queryset: QuerySet,
+        pagination: CursorPagination.Input,
+        request: HttpRequest,
+        **params: Any,
+    ) -> Any:
         try:
             cursor = self.Cursor.from_encoded_param(pagination.cursor)
             if cursor.p is not None:
@@ -126,79 +140,6 @@ class HeroCursorPagination(CursorPagination):
                 [{"loc": ["query", "cursor"], "msg": "Invalid cursor.", "type": "value_error"}]
             ) from None
         return await super().apaginate_queryset(queryset, pagination, request, **params)
-
-
-class DirectProbe:
-    """Asks the database on a connection of its own, outside the pool.
-
-    One probe at a time per process, and whoever waited for the probe in progress
-    takes its answer: a crowd of health checks opens one connection, not a crowd
-    (which could use up PostgreSQL's max_connections). The connection is closed
-    after each probe, so it holds nothing between checks.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.answered_at = -math.inf
-        self.answer = False
-
-    def database_is_up(self) -> bool:
-        asked = time.monotonic()
-        with self.lock:
-            if self.answered_at < asked:
-                self.answer = self.ask()
-                self.answered_at = time.monotonic()
-            return self.answer
-
-    @staticmethod
-    def ask() -> bool:
-        try:
-            with psycopg.connect(**connection.get_connection_params(), autocommit=True) as own:
-                own.execute("SELECT 1")
-        except psycopg.Error:
-            logger.warning("Health check: the database is unreachable", exc_info=True)
-            return False
-        return True
-
-
-direct_probe = DirectProbe()
-
-# How long health waits for a pooled connection before asking the database directly:
-# well within a load balancer's patience, where the pool's own timeout may not be.
-HEALTH_POOL_WAIT = 0.25
-
-
-async def database_is_up() -> bool:
-    """Whether the database can be reached.
-
-    On PostgreSQL a pooled connection is the cheap way to ask, but an exhausted pool
-    (many clients at once) only means the instance is busy, and an idle connection
-    broken by a database restart only means the pool has yet to replace it: then the
-    direct probe decides.
-    """
-    answered = await event_loop_db.primary_answers(HEALTH_POOL_WAIT)
-    if answered is None:  # no event-loop pool: Django's
-        return await sync_to_async(database_is_up_through_django)()
-    return answered or await sync_to_async(direct_probe.database_is_up)()
-
-
-def database_is_up_through_django() -> bool:
-    """database_is_up on Django's connection, where there is no event-loop pool."""
-    pool = getattr(connection, "pool", None)  # the psycopg pool; None on SQLite
-    try:
-        if pool is None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        else:
-            pool.open()  # as Django does before its first connection; then a no-op
-            with pool.connection(timeout=HEALTH_POOL_WAIT) as pooled:
-                pooled.execute("SELECT 1")
-    except (DatabaseError, psycopg.Error):
-        if pool is not None:
-            return direct_probe.database_is_up()
-        logger.warning("Health check: the database is unreachable", exc_info=True)
-        return False
-    return True
 
 
 def etag(hero: Hero) -> str:
@@ -261,7 +202,7 @@ STALE = {412: Message}
 @router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
 async def health(request: HttpRequest) -> Status:
     """200 when the primary database answers, else 503; each read replica's state."""
-    up = await database_is_up()
+    up = await event_loop_db.database_is_up()
     replicas = await areplica_statuses()
     return Status(
         200 if up else 503,
@@ -276,10 +217,10 @@ async def health(request: HttpRequest) -> Status:
 
 
 @router.get("/heroes", response={200: list[HeroRead], 422: ValidationErrors})
-@paginate(HeroCursorPagination, ordering=("-created_at", "-uuid"), page_size=20, max_page_size=100)
+@paginate(HeroCursorPagination, ordering=NEWEST_FIRST, page_size=20, max_page_size=100)
 async def list_heroes(
     request: HttpRequest, role: Role | None = None, search: SearchText | None = None
-):
+) -> HeroQuerySet | event_loop_db.HeroPage:
     """Heroes, newest first; `search` matches part of the nickname, ignoring case."""
     return event_loop_db.hero_listing(search=search, role=role)
 

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Hashable, Itera
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import psycopg
 from asgiref.sync import sync_to_async
@@ -44,7 +44,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.db.models.deletion import Collector
 from django.db.models.sql import DeleteQuery, InsertQuery, UpdateQuery
 from django.utils import timezone
@@ -52,6 +52,7 @@ from psycopg.adapt import AdaptersMap
 from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
+from heroes_site import health
 from heroes_site.replicas import fail_over, read_alias, replicas
 
 from .models import ApiToken, Hero, HeroQuerySet, reporting_nickname_taken, search_key
@@ -199,28 +200,23 @@ def compile_statement(build: Builder, shape: Shape, values: Values) -> Statement
             sql, params = compiler.as_sql()
             read = rows_read_by(compiler)
         elif isinstance(built, Update):
-            query = built.queryset.query.chain(UpdateQuery)
-            query.add_update_values(built.values)
-            if query.related_updates:
-                raise ImproperlyConfigured(
-                    "an update of inherited fields takes more than one statement"
-                )
-            sql, params = query.get_compiler(DEFAULT_DB_ALIAS).as_sql()
+            update = cast(UpdateQuery, built.queryset.query.chain(UpdateQuery))
+            update.add_update_values(built.values)
+            if update.related_updates:
+                raise ImproperlyConfigured("an update of inherited fields is several statements")
+            sql, params = update.get_compiler(DEFAULT_DB_ALIAS).as_sql()
         elif isinstance(built, Delete):
-            if not Collector(DEFAULT_DB_ALIAS, origin=built.queryset).can_fast_delete(
-                built.queryset
-            ):
-                raise ImproperlyConfigured(
-                    "this delete needs Django's collector (cascades, signals)"
-                )
-            query = built.queryset.query.chain(DeleteQuery)
-            sql, params = query.get_compiler(DEFAULT_DB_ALIAS).as_sql()
+            collector = Collector(DEFAULT_DB_ALIAS, origin=built.queryset)
+            if not collector.can_fast_delete(built.queryset):
+                raise ImproperlyConfigured("this delete needs Django's collector (cascades...)")
+            delete = built.queryset.query.chain(DeleteQuery)
+            sql, params = delete.get_compiler(DEFAULT_DB_ALIAS).as_sql()
         else:
-            fields = built.model._meta.local_concrete_fields
-            query = InsertQuery(built.model)
+            insert = InsertQuery(built.model)
             # raw: the values are as saved already (the caller ran each field's pre_save).
-            query.insert_values(fields, [built.model(**built.values)], raw=True)
-            [(sql, params)] = query.get_compiler(DEFAULT_DB_ALIAS).as_sql()
+            fields = built.model._meta.local_concrete_fields
+            insert.insert_values(fields, [built.model(**built.values)], raw=True)
+            [(sql, params)] = insert.get_compiler(DEFAULT_DB_ALIAS).as_sql()
     except EmptyResultSet:
         return Statement(sql=None, params=(), slots=())
     slots = tuple(locate(samples, params, connection.ops.prep_for_like_query))
@@ -476,9 +472,10 @@ async def get_hero(pk: uuid.UUID) -> Hero:
     """The hero `pk`; Hero.DoesNotExist if there is none."""
     if (db := database()) is None:
         return await Hero.objects.aget(pk=pk)
-    for found in await db.read(Hero, hero, (), {"pk": pk}):
-        return found
-    raise Hero.DoesNotExist("Hero matching query does not exist.")
+    found: list[Hero] = await db.read(Hero, hero, (), {"pk": pk})
+    if not found:
+        raise Hero.DoesNotExist("Hero matching query does not exist.")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -499,6 +496,8 @@ class HeroPage:
     def filter(self, **lookup: object) -> "HeroPage":
         [(name, value)] = lookup.items()
         field = Hero._meta.get_field(name.partition("__")[0])
+        if not isinstance(field, Field):
+            raise TypeError(f"{name}: the position is a field of the hero")
         return replace(self, position=(name, field.get_prep_value(value)))
 
     def __getitem__(self, window: slice) -> "HeroPage":
@@ -578,18 +577,19 @@ async def user_for_token(raw_token: str, permissions: tuple[str, ...]) -> Abstra
         if user.token_needs_touch:
             touch = {"pk": user.token_id, "last_used_at": timezone.now()}
             await db.write(token_touch, (), touch)
-        return user
+        return cast(AbstractBaseUser, user)
     return None
 
 
-async def primary_answers(timeout: float) -> bool | None:
-    """Whether a pooled connection to the primary answers within `timeout` seconds;
-    None without pools for this loop."""
+async def database_is_up() -> bool:
+    """heroes_site.health.database_is_up, asking a pooled connection of the event loop:
+    if none answers within HEALTH_POOL_WAIT, the direct probe decides, as there."""
     if (db := database()) is None:
-        return None
+        return await health.database_is_up()
     try:
-        async with db.pools[DEFAULT_DB_ALIAS].connection(timeout=timeout) as connection:
+        pool = db.pools[DEFAULT_DB_ALIAS]
+        async with pool.connection(timeout=health.HEALTH_POOL_WAIT) as connection:
             await connection.execute("SELECT 1")
     except psycopg.Error:
-        return False
+        return await sync_to_async(health.direct_probe.database_is_up)()
     return True

@@ -1,6 +1,9 @@
 """Forms of the hero pages and the admin. Validation is the model's (see models.py)."""
 
+from typing import Any, cast
+
 from django import forms
+from django.http import QueryDict
 
 from .models import (
     Hero,
@@ -15,8 +18,9 @@ from .models import (
 class NicknameField(forms.CharField):
     """A nickname, normalised the model's way before the form checks its length."""
 
-    def to_python(self, value: object) -> str:
-        return normalize_nickname(super().to_python(value))
+    def to_python(self, value: Any) -> str | None:
+        text = super().to_python(value)
+        return None if text is None else normalize_nickname(text)
 
 
 class StoredHeroForm(forms.ModelForm):
@@ -32,7 +36,7 @@ class StoredHeroForm(forms.ModelForm):
     version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
 
     def _post_clean(self) -> None:
-        super()._post_clean()  # the model's validation of what was typed
+        super()._post_clean()  # type: ignore[misc]  # the model's validation (a private hook)
         if not self.instance._state.adding:
             try:
                 self.instance.validate_version()
@@ -45,8 +49,9 @@ class StoredHeroForm(forms.ModelForm):
         if isinstance(refusal, HeroChanged):
             # The message shows the values now saved; sent again, the form knowingly
             # writes over that version.
-            self.data = self.data.copy()
-            self.data[self.add_prefix("version")] = refusal.current.version
+            data = cast(QueryDict, self.data).copy()  # request.POST, made writable
+            data[self.add_prefix("version")] = str(refusal.current.version)
+            self.data = data
 
 
 class HeroForm(StoredHeroForm):
@@ -61,9 +66,9 @@ class HeroForm(StoredHeroForm):
             "role": "Optional.",
         }
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["role"].choices = [("", "No role"), *Role.choices]
+        cast(forms.ChoiceField, self.fields["role"]).choices = [("", "No role"), *Role.choices]
         if self.instance._state.adding:
             # A new hero starts at the model's first version, whatever is sent.
             self.fields["version"].disabled = True

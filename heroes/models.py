@@ -14,7 +14,7 @@ import unicodedata
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -29,6 +29,9 @@ from django.db.models.lookups import LessThanOrEqual
 from django.urls import reverse
 from django.utils import timezone
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 NICKNAME_MAX_LENGTH = 255
 NICKNAME_TAKEN_MESSAGE = "A hero with this nickname already exists."
 NICKNAME_TAKEN_CODE = "nickname_taken"
@@ -38,6 +41,10 @@ HERO_CHANGED_MESSAGE = (
     "Now saved: %(now_saved)s. Submit again to go ahead anyway."
 )
 HERO_DELETED_MESSAGE = "This hero was deleted by someone else meanwhile, so nothing was written."
+# How every list shows heroes (the pages, the API's cursor, the admin), and the order of
+# the indexes behind them. uuid breaks ties between heroes created in the same
+# microsecond, so the order is total: cursor pagination relies on it.
+NEWEST_FIRST = ("-created_at", "-uuid")
 # Unicode categories plain text may not contain: control characters (Cc: NUL, ESC,
 # tab, CR, LF...), invisible format characters (Cf: zero-width spaces and joiners,
 # bidirectional overrides, soft hyphens...), and the line and paragraph separators
@@ -135,11 +142,9 @@ def reporting_nickname_taken(using: str) -> Iterator[None]:
         raise
 
 
-class HeroQuerySet(models.QuerySet):
+class HeroQuerySet(models.QuerySet["Hero"]):
     def newest_first(self) -> "HeroQuerySet":
-        # uuid breaks ties between heroes created in the same microsecond, so the
-        # order is total (cursor pagination relies on it).
-        return self.order_by("-created_at", "-uuid")
+        return self.order_by(*NEWEST_FIRST)
 
     def search(self, text: str) -> "HeroQuerySet":
         """Heroes whose nickname contains `text`, ignoring case (also beyond ASCII):
@@ -251,7 +256,7 @@ class Hero(models.Model):
     class Meta:
         db_table = "hrs_heroes"
         verbose_name_plural = "heroes"  # not Django's default "heros"
-        ordering = ["-created_at", "-uuid"]
+        ordering = list(NEWEST_FIRST)
         constraints = [
             models.UniqueConstraint(
                 Lower("nickname"),
@@ -271,16 +276,14 @@ class Hero(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["-created_at", "-uuid"], name="ix_hrs_heroes_created_at"),
-            models.Index(
-                fields=["role", "-created_at", "-uuid"], name="ix_hrs_heroes_role_created_at"
-            ),
+            models.Index(fields=list(NEWEST_FIRST), name="ix_hrs_heroes_created_at"),
+            models.Index(fields=["role", *NEWEST_FIRST], name="ix_hrs_heroes_role_created_at"),
         ]
 
     def __str__(self) -> str:
         return self.nickname
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         """Insert a new hero, or write this one over the stored version it was read at.
 
         An update is one UPDATE of every concrete field but the primary key and
@@ -343,11 +346,11 @@ class Hero(models.Model):
         """Put the fields in the form in which they are validated and stored."""
         self.nickname = normalize_nickname(self.nickname)
 
-    def clean_fields(self, exclude=None) -> None:
+    def clean_fields(self, exclude: Collection[str] | None = None) -> None:
         self.normalize()
         super().clean_fields(exclude)
 
-    def validate_constraints(self, exclude=None) -> None:
+    def validate_constraints(self, exclude: Collection[str] | None = None) -> None:
         # The unique constraint is on Lower(nickname), so Django reports a clash as
         # a non-field error; report it on the field the user can fix instead.
         try:
@@ -413,6 +416,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The key in the clear, on a token the admin has just issued (to show it once);
+    # never stored.
+    raw_token: str
 
     class Meta:
         db_table = "hrs_api_tokens"
@@ -434,7 +440,7 @@ class ApiToken(models.Model):
         return raw_token
 
     @classmethod
-    def issue(cls, user: AbstractBaseUser, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user: "User", name: str) -> tuple["ApiToken", str]:
         token = cls(user=user, name=name)
         raw_token = token.generate_key()
         token.save()
@@ -485,7 +491,7 @@ class ApiToken(models.Model):
         async for user in cls.owners(**cls.lookup(raw_token), permissions=permissions):
             if user.token_needs_touch:
                 await cls.objects.filter(pk=user.token_id).aupdate(last_used_at=timezone.now())
-            return user
+            return cast(AbstractBaseUser, user)
         return None
 
 

@@ -1,9 +1,11 @@
 """Page-number pagination that stays cheap on a table of a million heroes."""
 
 import json
+from typing import Any
 
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
+from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 # The largest row number a query's OFFSET and LIMIT can name: the databases take them
@@ -19,6 +21,7 @@ class CappedCountPaginator(Paginator):
     """
 
     count_limit = 1000
+    object_list: QuerySet[Any]  # not any sequence: counting and EXPLAIN need a query
 
     @cached_property
     def capped_count(self) -> int:
@@ -70,7 +73,7 @@ class LookaheadPaginator(CappedCountPaginator):
     (Django's `?page=last` still needs the full count.)
     """
 
-    def validate_number(self, number: int | str) -> int:
+    def validate_number(self, number: int | float | str) -> int:
         # Paginator's check without the upper bound, which needs the full count:
         # page() finds out whether a page has rows.
         try:
@@ -83,7 +86,7 @@ class LookaheadPaginator(CappedCountPaginator):
             raise EmptyPage(self.error_messages["no_results"])
         return number
 
-    def page(self, number: int | str) -> "LookaheadPage":
+    def page(self, number: int | float | str) -> "LookaheadPage":
         number = self.validate_number(number)
         offset = (number - 1) * self.per_page
         rows = list(self.object_list[offset : offset + self.per_page + 1])
@@ -99,7 +102,9 @@ class LookaheadPaginator(CappedCountPaginator):
 class LookaheadPage(Page):
     """A page that knows whether a next one exists without knowing the total."""
 
-    def __init__(self, object_list, number: int, paginator: Paginator, *, has_next: bool):
+    def __init__(
+        self, object_list: list[Any], number: int, paginator: Paginator, *, has_next: bool
+    ) -> None:
         super().__init__(object_list, number, paginator)
         self.next_exists = has_next
 

@@ -68,8 +68,9 @@ class HeroPatch(Schema):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Optional, but not nullable: a hero always has a nickname.
-    nickname: Nickname = Field(default=None, json_schema_extra={"nullable": False})
+    # Optional, but not nullable: a hero always has a nickname. The default is never
+    # written (the endpoint writes only the fields sent), so it need not be a nickname.
+    nickname: Nickname = Field(default=None, json_schema_extra={"nullable": False})  # type: ignore[assignment]
     role: Role | None = None
 
 

@@ -1,9 +1,11 @@
 """The server-rendered hero pages: Django's generic views over the rules in models.py."""
 
+from typing import TYPE_CHECKING, Any
+
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.messages.views import SuccessMessageMixin
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.db.models import QuerySet
+from django.http import HttpResponse
 from django.urls import reverse_lazy
 from django.utils.functional import cached_property
 from django.views import generic
@@ -27,7 +29,7 @@ class HeroListView(generic.ListView):
         filters = self.search_form.cleaned_data
         return Hero.objects.listing(search=filters["q"], role=filters["role"])
 
-    def get_context_data(self, **kwargs) -> dict:
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return super().get_context_data(search_form=self.search_form, **kwargs)
 
 
@@ -35,7 +37,15 @@ class HeroDetailView(generic.DetailView):
     model = Hero
 
 
-class RefusalShownOnTheForm:
+if TYPE_CHECKING:
+    FormMixinForMypy = generic.edit.FormMixin  # what RefusalShownOnTheForm is mixed into
+else:
+    # A plain mixin at runtime: a FormMixin here would put SuccessMessageMixin after
+    # Django's own form_valid in the views' method order, and no success would be told.
+    FormMixinForMypy = object
+
+
+class RefusalShownOnTheForm(FormMixinForMypy):
     """A write refused after validation (another writer got there first: the hero
     changed or deleted, the nickname taken) is shown like a validation error, with
     the user's input kept."""
@@ -62,11 +72,12 @@ class HeroUpdateView(PermissionRequiredMixin, HeroFormMixin, generic.UpdateView)
     permission_required = "heroes.change_hero"
     success_message = "Hero “%(nickname)s” was saved."
 
-    def get_object(self, queryset: HeroQuerySet | None = None) -> Hero:
+    def get_object(self, queryset: QuerySet[Hero] | None = None) -> Hero:
         if self.request.method == "POST":
             # Even a hero deleted while the form was open: the form then says so.
             return Hero.objects.for_editing(self.kwargs["pk"])
-        return super().get_object(queryset)
+        hero: Hero = super().get_object(queryset)
+        return hero
 
 
 class HeroDeleteView(
@@ -84,15 +95,3 @@ class HeroDeleteView(
 
     def get_success_message(self, cleaned_data: dict) -> str:
         return self.success_message % {"nickname": self.object.nickname}
-
-
-def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:
-    """Django's CSRF failure view, with 403_csrf.html rendered only when it is sent.
-
-    Django's own view renders the page on the spot, inside the CSRF check, and the
-    page (base.html) loads the user from the database. That check runs on the event
-    loop under ASGI (heroes.middleware's twin) and in ninja's session auth, where a
-    query raises SynchronousOnlyOperation; Django renders a TemplateResponse in a
-    thread, and the API, which answers its own JSON 403, never renders it.
-    """
-    return TemplateResponse(request, "403_csrf.html", status=403)

@@ -4,10 +4,10 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import import_module
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
@@ -21,6 +21,9 @@ from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heroes_site.settings")
 
+Message = Mapping[str, Any]  # an ASGI event
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
 
 
@@ -33,11 +36,11 @@ class BoundedBody:
     were 3 GiB written. Here a body announced larger than the limit is not read at all
     (nor is `100 Continue` sent), and one that turns out larger (chunked, no
     Content-Length) is cut where it passes the limit. Either way Django gets an empty
-    body and a mark in the scope, on which heroes.middleware.request_body_limit
+    body and a mark in the scope, on which heroes_site.middleware.request_body_limit
     answers 413; the response closes the connection, so the server reads no more.
     """
 
-    def __init__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.scope = scope
         self.server_receive = receive
         self.server_send = send
@@ -47,13 +50,14 @@ class BoundedBody:
             if name == b"content-length" and value.isdigit() and body_over_limit(int(value)):
                 scope[BODY_TOO_LARGE] = True
 
-    async def receive(self) -> dict:
+    async def receive(self) -> Message:
         if self.scope.get(BODY_TOO_LARGE):
             if self.cut:
                 # Django listens for a disconnect while the response is made, and
                 # would take more body for a protocol error: nothing comes, and the
                 # response's end ends the wait.
-                return await asyncio.get_running_loop().create_future()
+                never: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+                return await never
             self.cut = True
             return {"type": "http.request", "body": b"", "more_body": False}
         message = await self.server_receive()
@@ -64,7 +68,7 @@ class BoundedBody:
                 return await self.receive()
         return message
 
-    async def send(self, message: dict) -> None:
+    async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start" and self.scope.get(BODY_TOO_LARGE):
             message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
         await self.server_send(message)
@@ -90,10 +94,9 @@ class ASGIHandler(DjangoASGIHandler):
 
     - Django runs each hook of a sync-style middleware (process_request,
       process_response, process_view) in a worker thread, one hop per hook and
-      request; the hooks of Django's own middleware only read headers and cookies, so
-      the hops cost more than the hooks. settings.MIDDLEWARE keeps Django's names (the
-      deployment checks look for them); this handler loads their event-loop twins from
-      heroes.middleware in their place.
+      request. settings.MIDDLEWARE keeps Django's names (the deployment checks look
+      for them); this handler loads their event-loop twins
+      (heroes_site.event_loop_middleware.EVENT_LOOP_TWINS) in their place.
     - Django gives each request a thread of its own for its sync work (each async ORM
       call, the request signals), and at the end of the request joins that thread,
       blocking the event loop meanwhile. Here the thread is let go instead: it ends
@@ -108,7 +111,7 @@ class ASGIHandler(DjangoASGIHandler):
       it, which gives its connection back to the pool.
     """
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await event_loop_db.lifespan(receive, send)
         if scope["type"] != "http":
@@ -124,7 +127,11 @@ class ASGIHandler(DjangoASGIHandler):
             thread.shutdown(wait=False)
 
     async def handle(
-        self, scope: dict, receive: Callable, send: Callable, thread: RequestThread | None = None
+        self,
+        scope: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        thread: RequestThread | None = None,
     ) -> None:
         """Django's ASGIHandler.handle (5.2), with the request signals sent on the event
         loop where their receivers have nothing to do in the request's thread."""
@@ -136,22 +143,21 @@ class ASGIHandler(DjangoASGIHandler):
         signals.request_started.send(sender=self.__class__, scope=scope)  # changed
         request, error_response = self.create_request(scope, body_file)
         if request is None:
+            error_response = cast(HttpResponseBase, error_response)  # given without a request
             body_file.close()
             await self.send_response(error_response, send)
             await self.close_response(error_response, thread)  # changed
             return
 
-        async def process_request(request: HttpRequest, send: Callable) -> HttpResponseBase:
+        async def process_request(request: HttpRequest, send: Send) -> HttpResponseBase:
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # a disconnect while sending
                 await self.send_response(response, send)
             return response
 
         # Listen for a disconnect while the response is made.
-        tasks = [
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(process_request(request, send)),
-        ]
+        responding = asyncio.create_task(process_request(request, send))
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), responding]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
@@ -167,7 +173,7 @@ class ASGIHandler(DjangoASGIHandler):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         try:
-            response = tasks[1].result()
+            response = responding.result()
         except asyncio.CancelledError:
             await signals.request_finished.asend(sender=self.__class__)
         else:
@@ -194,9 +200,10 @@ class ASGIHandler(DjangoASGIHandler):
 
 try:
     django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
-    # Needs the apps loaded.
+    # Need the apps loaded.
     from heroes import event_loop_db
-    from heroes.middleware import BODY_TOO_LARGE, EVENT_LOOP_TWINS, body_over_limit
+    from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
+    from heroes_site.middleware import BODY_TOO_LARGE, body_over_limit
 
     application = ASGIHandler()
     # The API, the pages and the admin load now, not on the first request: a mistake

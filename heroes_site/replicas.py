@@ -25,18 +25,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import iscoroutinefunction
 from itertools import count
+from typing import Any, NoReturn
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Model
-from django.http import HttpRequest, HttpResponse
+from django.db.models.sql.compiler import SQLCompiler
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
 logger = logging.getLogger(__name__)
@@ -162,20 +165,20 @@ def fail_over(alias: str, error: Exception) -> str:
     return reads.alias
 
 
-class ReadFailover:
+class ReadFailover(SQLCompiler):
     """A mixin for the read compilers of replica aliases: a read that fails there is
     run again where `fail_over` says. This is where a replica's failure shows: the
     router chose the replica before its pool had to find a connection."""
 
-    def execute_sql(self, *args, **kwargs):
-        started = replicas.clock()
+    def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
+        replica, started = self.connection.alias, replicas.clock()
         try:
             result = super().execute_sql(*args, **kwargs)
         except (OperationalError, InterfaceError) as error:
-            alias = fail_over(self.using, error)
-            compiler = self.query.get_compiler(using=alias, elide_empty=self.elide_empty)
+            elide_empty = self.elide_empty  # type: ignore[attr-defined]  # not in django-stubs
+            compiler = self.query.get_compiler(fail_over(replica, error), elide_empty=elide_empty)
             return compiler.execute_sql(*args, **kwargs)
-        replicas.served(self.using, started)
+        replicas.served(replica, started)
         return result
 
 
@@ -183,27 +186,27 @@ class WriteToReplica(DatabaseError):
     """A write was sent to a read replica: a bug, since the router sends none there."""
 
 
-class ReadOnly:
+class ReadOnly(SQLCompiler):
     """A mixin for the write compilers of replica aliases: they refuse to run."""
 
-    def execute_sql(self, *args, **kwargs):
+    def execute_sql(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise WriteToReplica(f"{self.using} is a read replica; writes go to the primary")
 
 
 class ReplicaRouter:
     """DATABASE_ROUTERS' router: read_alias for reads, the primary for all else."""
 
-    def db_for_read(self, model: type[Model], **hints) -> str:
+    def db_for_read(self, model: type[Model], **hints: Any) -> str:
         return read_alias(model)
 
-    def db_for_write(self, model: type[Model], **hints) -> str:
+    def db_for_write(self, model: type[Model], **hints: Any) -> str:
         return DEFAULT_DB_ALIAS
 
-    def allow_relation(self, obj1: Model, obj2: Model, **hints) -> bool:
+    def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool:
         return True  # every alias holds the same data
 
     def allow_migrate(
-        self, db: str, app_label: str, model_name: str | None = None, **hints
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool:
         return db == DEFAULT_DB_ALIAS
 
@@ -226,7 +229,7 @@ def may_read_from_replica(request: HttpRequest) -> bool:
 
 
 @sync_and_async_middleware
-def replica_reads(get_response: Callable) -> Callable:
+def replica_reads(get_response: Callable[[HttpRequest], Any]) -> Callable:
     """Sends the reads of anonymous requests (may_read_from_replica) to the replicas.
 
     Able to run on the event loop: it only looks at the method, a cookie and a header.
@@ -234,23 +237,20 @@ def replica_reads(get_response: Callable) -> Callable:
     if not replicas.aliases:
         raise MiddlewareNotUsed
 
-    if iscoroutinefunction(get_response):
+    def reads_for(request: HttpRequest) -> AbstractContextManager[object]:
+        return anonymous_reads() if may_read_from_replica(request) else nullcontext()
 
-        async def middleware(request: HttpRequest) -> HttpResponse:
-            if not may_read_from_replica(request):
-                return await get_response(request)
-            with anonymous_reads():
-                return await get_response(request)
+    async def on_event_loop(request: HttpRequest) -> HttpResponseBase:
+        with reads_for(request):
+            response: HttpResponseBase = await get_response(request)
+        return response
 
-    else:
+    def in_thread(request: HttpRequest) -> HttpResponseBase:
+        with reads_for(request):
+            response: HttpResponseBase = get_response(request)
+        return response
 
-        def middleware(request: HttpRequest) -> HttpResponse:
-            if not may_read_from_replica(request):
-                return get_response(request)
-            with anonymous_reads():
-                return get_response(request)
-
-    return middleware
+    return on_event_loop if iscoroutinefunction(get_response) else in_thread
 
 
 # The replay delay: 0 when the replica has replayed all it received (an idle primary

@@ -34,7 +34,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     but h11 is much slower than httptools.)
     """
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    # uvicorn's own override narrows the argument the same way (and ignores it too).
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.max_head_size = settings.MAX_REQUEST_HEADER_SIZE
         self.reading_head = True  # between requests, or in a request line and headers

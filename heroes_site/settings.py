@@ -9,6 +9,7 @@ import tomllib
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -21,10 +22,10 @@ environ.Env.read_env(BASE_DIR / ".env")  # never overrides variables already set
 
 def package_version() -> str:
     with open(BASE_DIR / "pyproject.toml", "rb") as pyproject:
-        return tomllib.load(pyproject)["project"]["version"]
+        return str(tomllib.load(pyproject)["project"]["version"])
 
 
-def database_config(url: str) -> dict:
+def database_config(url: str) -> dict[str, Any]:
     """Turn DATABASE_URL into a Django database dict, or fail with one readable line."""
     invalid = ImproperlyConfigured(
         "DATABASE_URL must look like sqlite:///db.sqlite3 or "
@@ -33,7 +34,7 @@ def database_config(url: str) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # environ warns about unknown schemes
-            config = environ.Env.db_url_config(url)
+            config: dict[str, Any] = environ.Env.db_url_config(url)
     except ValueError:
         raise invalid from None
     engine = config.get("ENGINE")
@@ -61,7 +62,7 @@ def database_config(url: str) -> dict:
     return config
 
 
-def replica_config(alias: str, url: str) -> dict:
+def replica_config(alias: str, url: str) -> dict[str, Any]:
     """A read replica's database dict (heroes_site.replicas): the primary's kind, with
     short timeouts, reads that fail over and writes refused (the replica backend)."""
     invalid = ImproperlyConfigured(
@@ -84,9 +85,9 @@ def replica_config(alias: str, url: str) -> dict:
     return config
 
 
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG: bool = env.bool("DEBUG", default=False)
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -94,22 +95,24 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "django-insecure-development-only"  # noqa: S105 (DEBUG only)
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-PROJECT_NAME = env.str("PROJECT_NAME", default="Heroes")
-VERSION = env.str("VERSION", default="") or package_version()
-DESCRIPTION = env.str("DESCRIPTION", default="The API for Heroes app.")
-API_V1_PREFIX = env.str("API_V1_PREFIX", default="/api/v1")
+PROJECT_NAME: str = env.str("PROJECT_NAME", default="Heroes")
+VERSION: str = env.str("VERSION", default="") or package_version()
+DESCRIPTION: str = env.str("DESCRIPTION", default="The API for Heroes app.")
+API_V1_PREFIX: str = env.str("API_V1_PREFIX", default="/api/v1")
 
 # Bounded requests: a body over DATA_UPLOAD_MAX_MEMORY_SIZE bytes is refused with 413
-# before it is read (heroes_site.asgi, heroes.middleware.request_body_limit); a request
+# before it is read (heroes_site.asgi, heroes_site.middleware.request_body_limit); a request
 # line plus headers over MAX_REQUEST_HEADER_SIZE bytes with 431 (heroes_site.server).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)  # 2.5 MB
-MAX_REQUEST_HEADER_SIZE = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440
+)  # 2.5 MB
+MAX_REQUEST_HEADER_SIZE: int = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
 
 # Served over HTTPS, usually behind a TLS-terminating proxy that sets X-Forwarded-Proto.
-HTTPS = env.bool("HTTPS", default=not DEBUG)
+HTTPS: bool = env.bool("HTTPS", default=not DEBUG)
 if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
@@ -130,28 +133,29 @@ INSTALLED_APPS = [
     "ninja",  # serves Swagger UI's files itself (no CDN)
     "axes",
     "heroes",
+    "heroes_site",  # the site's template tags and its migrate command
 ]
 
 MIDDLEWARE = [
-    "heroes.middleware.request_log",
-    "heroes.middleware.api_errors_as_json",
-    "heroes.middleware.content_security_policy",
+    "heroes_site.middleware.request_log",
+    "heroes_site.middleware.api_errors_as_json",
+    "heroes_site.middleware.content_security_policy",
     "heroes_site.replicas.replica_reads",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "heroes.middleware.private_for_sessions",
+    "heroes_site.middleware.private_for_sessions",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "heroes.middleware.DatabaseUnavailableMiddleware",
+    "heroes_site.middleware.DatabaseUnavailableMiddleware",
     # Async-capable: it turns a lockout into the 429 page (axes wants it last).
     "axes.middleware.AxesMiddleware",
     # Last, so its 413 passes through the others (log line, security headers) and
     # comes before any view or process_view (the CSRF check) reads the body.
-    "heroes.middleware.request_body_limit",
+    "heroes_site.middleware.request_body_limit",
 ]
 
 ROOT_URLCONF = "heroes_site.urls"
@@ -194,7 +198,7 @@ AUTH_PASSWORD_VALIDATORS = [
     )
 ]
 
-CSRF_FAILURE_VIEW = "heroes.views.csrf_failure"  # templates/403_csrf.html
+CSRF_FAILURE_VIEW = "heroes_site.views.csrf_failure"  # templates/403_csrf.html
 
 # django-axes refuses a login before the password is checked once its (username, client
 # address) pair has failed AXES_FAILURE_LIMIT times within the cool-off.
@@ -220,8 +224,8 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # The socket's peer, which the server (uvicorn, gunicorn) has already replaced with the
 # X-Forwarded-For address only when the peer is one of its FORWARDED_ALLOW_IPS.
-AXES_CLIENT_IP_CALLABLE = "heroes.lockout.client_address"
-AXES_LOCKOUT_CALLABLE = "heroes.lockout.locked_out"  # templates/registration/locked_out.html
+AXES_CLIENT_IP_CALLABLE = "heroes_site.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "heroes_site.lockout.locked_out"  # templates/registration/locked_out.html
 # axes logs its lockout decisions at WARNING; not verbose keeps the client's
 # User-Agent out of those lines (the username and address are masked).
 AXES_VERBOSE = False
@@ -257,10 +261,10 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
-LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="text")
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured("LOG_FORMAT must be text or json")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     # Both formats escape control characters: a request cannot forge or hide lines.

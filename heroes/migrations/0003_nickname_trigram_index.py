@@ -19,7 +19,7 @@ def create_index(apps, schema_editor):
     schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     # The expression must be the one the ORM writes, LOWER("nickname"), or the
     # planner cannot use the index. Not CONCURRENTLY: replicas migrate one at a time
-    # under an advisory lock (heroes/management/commands/migrate.py), and a
+    # under an advisory lock (heroes_site/management/commands/migrate.py), and a
     # concurrent build waits for every older snapshot, including that of a replica
     # waiting for the lock: a deadlock. The build blocks writes meanwhile (about 4 s
     # for a million heroes here).

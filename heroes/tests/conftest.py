@@ -1,94 +1,23 @@
 import inspect
 import io
-import json
 import logging
 import logging.config
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser, Permission
-from django.db import connection, connections
+from django.contrib.auth.models import AbstractUser
+from django.db import connection
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from heroes import event_loop_db
 from heroes.forms import StoredHeroForm
 from heroes.models import ApiToken, Hero
-from heroes_site.asgi import application
 
-DATA_DIR = Path(__file__).parent / "data"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HERO_ACTIONS = ("view", "add", "change", "delete")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-STAFF_PASSWORD = "staff-pass-123"
-READER_PASSWORD = "reader-pass-123"
-
-
-async def asgi_exchange(scope: dict, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """One request through heroes_site.asgi.application, driven as uvicorn drives it:
-    status, headers and body. Unlike Django's AsyncClient, the handler gives each
-    request a thread (and so a database connection) of its own, as in production."""
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input({"type": "http.request", "body": body})
-    start = await communicator.receive_output(timeout=10)
-    content = b""
-    while True:
-        message = await communicator.receive_output(timeout=10)
-        content += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await communicator.wait()
-    return start["status"], start["headers"], content
-
-
-def load_data(name: str) -> dict:
-    """A JSON file of test data from heroes/tests/data/."""
-    return json.loads((DATA_DIR / f"{name}.json").read_text())
-
-
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """Run manage.py in a fresh process; variables set here win over `.env`."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def hero_permissions(*actions: str) -> list[Permission]:
-    return list(
-        Permission.objects.filter(
-            content_type__app_label="heroes", codename__in=[f"{a}_hero" for a in actions]
-        )
-    )
-
-
-def make_user(username: str, actions: tuple[str, ...], **fields) -> AbstractUser:
-    """A user with password f"{username}-pass-123" and these heroes.<action>_hero permissions."""
-    user = get_user_model().objects.create_user(username, password=f"{username}-pass-123", **fields)
-    user.user_permissions.set(hero_permissions(*actions))
-    return user
+from .helpers import CHROMIUM, CHROMIUM_ARGS, HERO_ACTIONS, load_data, make_user
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -169,6 +98,7 @@ def server_log(request: pytest.FixtureRequest, caplog) -> Iterator[io.StringIO]:
     test, from INFO up, in the text format or the one parametrized indirectly."""
     caplog.set_level(logging.INFO)
     [console] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    assert isinstance(console, logging.StreamHandler)
     log_format = getattr(request, "param", "text")
     formatter = logging.config.DictConfigurator({}).configure_formatter(
         settings.LOGGING["formatters"][log_format]
@@ -205,34 +135,6 @@ def after_validation(monkeypatch):
         monkeypatch.setattr(StoredHeroForm, "full_clean", validate_then_act)
 
     return another_writer
-
-
-# Writes of other users that overlap a request's (committed while it is in its
-# transaction, or at the same moment) need connections that write at once: SQLite's
-# shared in-memory test database refuses them ("database table is locked").
-needs_a_second_connection = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="needs a second connection to the test database"
-)
-
-
-def in_another_connection(action: Callable[[], object]) -> None:
-    """Run `action` on a database connection of its own (a thread's), committed as
-    another user's request would be. The test needs django_db(transaction=True)."""
-    failures = []
-
-    def run() -> None:
-        try:
-            action()
-        except Exception as error:
-            failures.append(error)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failures:
-        raise failures[0]
 
 
 @pytest.fixture
@@ -317,11 +219,3 @@ def browser_page(browser: Browser, live_server) -> Iterator[Page]:
 page = pytest.fixture(browser_page, name="page")
 # A second browser, with cookies of its own: another user at the same time.
 other_page = pytest.fixture(browser_page, name="other_page")
-
-
-def log_in(page: Page, username: str, password: str, *, path: str = "/accounts/login/") -> None:
-    """Log in through a login form: the site's or, with path="/admin/login/", the admin's."""
-    page.goto(path)
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()

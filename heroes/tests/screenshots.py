@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page
 
 from heroes.models import Hero
 
-from .conftest import STAFF_PASSWORD, log_in
+from .helpers import STAFF_PASSWORD, log_in
 
 SCREENSHOTS_DIR = settings.BASE_DIR / "docs" / "screenshots"
 
@@ -49,7 +49,7 @@ def test_screenshot(shot: Shot, screenshot_page: Page, heroes: list[Hero], staff
     if shot.logged_in:
         log_in(page, staff_user.username, STAFF_PASSWORD)
     response = page.goto(shot.path.format(hero=heroes[2].pk))
-    assert response.status == 200, shot.path
+    assert response is not None and response.status == 200, shot.path
     for label, value in shot.fill.items():
         page.get_by_label(label).fill(value)
     if shot.fill:

@@ -11,11 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .helpers import REPO_ROOT, manage
 
 
 def free_port() -> int:
@@ -62,6 +63,20 @@ def request(
     took = time.monotonic() - started
     text = raw.decode()
     return status, json.loads(text) if content_type == "application/json" else text, took
+
+
+def prepare_to_serve(env: dict[str, str]) -> Callable[..., str]:
+    """Migrate and collect the static files with `env`, as make serve does before it
+    serves; manage.py with `env` for more (its output; a failure fails the test)."""
+
+    def run(*args: str) -> str:
+        result = manage(*args, **env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run("migrate", "--no-input")
+    run("collectstatic", "--no-input")
+    return run
 
 
 def start_gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen:

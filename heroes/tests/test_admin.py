@@ -1,7 +1,5 @@
 """Staff edit heroes in the Django admin."""
 
-import re
-
 import pytest
 from django.conf import settings
 from django.contrib import admin
@@ -18,7 +16,7 @@ from heroes.forms import HeroForm
 from heroes.models import HERO_DELETED_MESSAGE, ApiToken, Hero
 from heroes.pagination import EstimatedCountPaginator
 
-from .conftest import in_another_connection, make_user, needs_a_second_connection
+from .helpers import found, in_another_connection, make_user, needs_a_second_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -253,7 +251,7 @@ def delete_url(hero: Hero) -> str:
 
 
 def opened_version(response) -> str:
-    return re.search(r'name="version" value="(\d+)"', response.content.decode())[1]
+    return found(r'name="version" value="(\d+)"', response.content.decode())
 
 
 def test_a_stale_change_is_refused_keeping_the_input_and_showing_what_is_saved(

@@ -21,10 +21,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from psycopg_pool import PoolTimeout
 
-from heroes.api import DirectProbe
 from heroes.models import ApiToken, Hero, HeroQuerySet
+from heroes_site.health import DirectProbe
 
-from .conftest import asgi_exchange, load_data, needs_a_second_connection
+from .helpers import asgi_exchange, load_data, needs_a_second_connection
 
 DATA = load_data("api")
 HEROES = "/api/v1/heroes"

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from heroes.models import ApiToken, Hero
 
-from .conftest import hero_permissions, make_user
+from .helpers import hero_permissions, make_user
 
 HEROES = "/api/v1/heroes"
 CSRF_TOKEN = "a" * 32

@@ -1,72 +1,21 @@
 """The production entry point, heroes_site.asgi.application, driven as uvicorn drives it.
 
-Its handler loads Django's middleware as the event-loop twins of heroes.middleware and
-lets each request's thread go without joining it; these tests show sessions, CSRF, messages and the
-security headers behave there as they do under Django's test client.
+Its handler loads Django's middleware as their event-loop twins
+(heroes_site.event_loop_middleware) and lets each request's thread go without joining
+it; these tests show sessions, CSRF, messages and the security headers behave there as
+they do under Django's test client.
 """
 
-import re
-from http.cookies import SimpleCookie
-from urllib.parse import urlencode
-
 import pytest
-from asgiref.sync import async_to_sync
 
 from heroes.models import Hero
 
-from .conftest import asgi_exchange
-
-
-class Browser:
-    """Requests through the ASGI application, keeping cookies like a browser."""
-
-    def __init__(self) -> None:
-        self.cookies: dict[str, str] = {}
-
-    def request(
-        self, method: str, path: str, form: dict | None = None
-    ) -> tuple[int, dict[str, str], str]:
-        body = urlencode(form or {}).encode()
-        headers = [(b"host", b"testserver")]
-        if self.cookies:
-            cookie = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-            headers.append((b"cookie", cookie.encode()))
-        if form is not None:
-            headers.append((b"content-type", b"application/x-www-form-urlencoded"))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
-        return async_to_sync(self._send)(scope, body)
-
-    async def _send(self, scope: dict, body: bytes) -> tuple[int, dict[str, str], str]:
-        status, raw_headers, content = await asgi_exchange(scope, body)
-        headers: dict[str, str] = {}
-        for name, value in raw_headers:
-            if name.lower() == b"set-cookie":
-                for morsel in SimpleCookie(value.decode()).values():
-                    self.cookies[morsel.key] = morsel.value
-            headers[name.decode().lower()] = value.decode()
-        return status, headers, content.decode()
-
-    def csrf_token(self, path: str) -> str:
-        status, _, page = self.request("GET", path)
-        assert status == 200
-        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+from .helpers import AsgiBrowser
 
 
 @pytest.mark.django_db(transaction=True)
 def test_security_headers_and_request_id_on_the_asgi_application():
-    status, headers, _ = Browser().request("GET", "/api/v1/heroes")
+    status, headers, _ = AsgiBrowser().request("GET", "/api/v1/heroes")
     assert status == 200
     assert headers["x-frame-options"] == "DENY"
     assert headers["x-content-type-options"] == "nosniff"
@@ -77,7 +26,7 @@ def test_security_headers_and_request_id_on_the_asgi_application():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_form_post_without_its_csrf_token_is_refused(writer):
-    browser = Browser()
+    browser = AsgiBrowser()
     browser.request("GET", "/accounts/login/")  # sets the CSRF cookie
     status, _, _ = browser.request("POST", "/accounts/login/", {"username": "writer"})
     assert status == 403
@@ -86,7 +35,7 @@ def test_a_form_post_without_its_csrf_token_is_refused(writer):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_logged_in_form_post_without_its_csrf_token_gets_the_form_expired_page(writer):
-    browser = Browser()
+    browser = AsgiBrowser()
     token = browser.csrf_token("/accounts/login/")
     login = {"username": "writer", "password": "writer-pass-123", "csrfmiddlewaretoken": token}
     assert browser.request("POST", "/accounts/login/", login)[0] == 302
@@ -100,7 +49,7 @@ def test_a_logged_in_form_post_without_its_csrf_token_gets_the_form_expired_page
 
 @pytest.mark.django_db(transaction=True)
 def test_log_in_create_a_hero_and_see_the_message(writer):
-    browser = Browser()
+    browser = AsgiBrowser()
     token = browser.csrf_token("/accounts/login/")
     login = {"username": "writer", "password": "writer-pass-123", "csrfmiddlewaretoken": token}
     status, headers, _ = browser.request("POST", "/accounts/login/", login)
@@ -123,7 +72,7 @@ def test_log_in_create_a_hero_and_see_the_message(writer):
 
 @pytest.mark.django_db(transaction=True)
 def test_pages_for_a_logged_in_user_are_private_on_the_asgi_application(writer):
-    browser = Browser()
+    browser = AsgiBrowser()
     status, headers, _ = browser.request("GET", "/heroes/")
     assert status == 200
     assert "private" not in headers.get("cache-control", "")  # a public page

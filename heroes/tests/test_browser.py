@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 
 from heroes.models import Hero, Role
 
-from .conftest import HERO_ACTIONS, READER_PASSWORD, STAFF_PASSWORD, log_in, make_user
+from .helpers import HERO_ACTIONS, READER_PASSWORD, STAFF_PASSWORD, log_in, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,7 +126,7 @@ def test_a_user_without_permissions_sees_no_write_buttons_and_gets_403(page: Pag
     expect(page.get_by_role("link", name="Delete")).to_have_count(0)
 
     response = page.goto(f"/heroes/{hero.pk}/edit/")
-    assert response.status == 403
+    assert response is not None and response.status == 403
     expect(page.get_by_role("heading", level=1)).to_have_text("Permission denied")
 
 

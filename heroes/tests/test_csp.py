@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Response, expect
 
-from heroes.middleware import CONTENT_SECURITY_POLICY
 from heroes.models import ApiToken, Hero, Role
+from heroes_site.middleware import CONTENT_SECURITY_POLICY
 
-from .conftest import STAFF_PASSWORD, log_in
+from .helpers import STAFF_PASSWORD, log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,8 +9,9 @@ shape, the ASGI handler's hops, the lifespan and health.
 import datetime
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from heroes.event_loop_db import database, hero, hero_page, serving, token_owner
 from heroes.models import ApiToken, Hero, search_key
 from heroes_site.asgi import RequestThread, application
 
-from .conftest import asgi_exchange, hero_permissions, make_user
+from .helpers import asgi_exchange, hero_permissions, make_user
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the pools are PostgreSQL's"),
@@ -212,7 +213,7 @@ def write_cases(world: list[Hero]) -> list[Callable[[], Awaitable[Any]]]:
         event_loop_db.remove_hero,
         event_loop_db.create_hero,
     )
-    cases = [
+    cases: list[Callable[[], Awaitable[Any]]] = [
         lambda: create(nickname="Newcomer", role="priest"),
         lambda: create(nickname="  \uff2e\uff45\uff57  "),  # normalised
         lambda: create(nickname="superman"),  # taken, ignoring case
@@ -226,9 +227,9 @@ def write_cases(world: list[Hero]) -> list[Callable[[], Awaitable[Any]]]:
     ]
     for versions in (None, [2], [1], [1, 2, 7], []):
         cases += [
-            lambda versions=versions: change(first.pk, {"role": None}, versions=versions),
-            lambda versions=versions: change(second.pk, {"role": "tank"}, versions=versions),
-            lambda versions=versions: remove(second.pk, versions=versions),
+            partial(change, first.pk, {"role": None}, versions=versions),
+            partial(change, second.pk, {"role": "tank"}, versions=versions),
+            partial(remove, second.pk, versions=versions),
         ]
     return cases
 
@@ -291,7 +292,7 @@ def get_scope(path: str) -> dict:
 
 
 @pytest.fixture
-def signal_threads() -> dict[str, list[tuple[str, bool]]]:
+def signal_threads() -> Iterator[dict[str, list[tuple[str, bool]]]]:
     """The thread each request signal's receivers run in, and whether this thread then
     still had a database connection (after close_old_connections, connected first)."""
     seen: dict[str, list[tuple[str, bool]]] = {"started": [], "finished": []}
@@ -366,7 +367,7 @@ async def test_the_lifespan_opens_the_pools_and_closes_them():
     assert await lifespan.receive_output(timeout=5) == {"type": "lifespan.startup.complete"}
     pools = database().pools
     assert set(pools) == set(connections)
-    assert await event_loop_db.primary_answers(1) is True
+    assert await event_loop_db.database_is_up()
     await lifespan.send_input({"type": "lifespan.shutdown"})
     assert await lifespan.receive_output(timeout=5) == {"type": "lifespan.shutdown.complete"}
     await lifespan.wait()

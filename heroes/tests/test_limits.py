@@ -4,7 +4,6 @@ growing. Shown on `make serve`'s server over raw sockets, and through Django's t
 client."""
 
 import json
-import re
 import socket
 import sqlite3
 import time
@@ -17,8 +16,8 @@ from django.test import Client
 
 from heroes.models import Hero
 
-from .conftest import manage
-from .server import production_env, request, start_gunicorn
+from .helpers import found
+from .server import prepare_to_serve, production_env, request, start_gunicorn
 
 BODY_LIMIT = 2_621_440  # the default, 2.5 MB
 HEAD_LIMIT = 65_536
@@ -37,13 +36,7 @@ def served(tmp_path_factory):
         MAX_REQUEST_HEADER_SIZE=str(HEAD_LIMIT),
     )
 
-    def run(*args: str) -> str:
-        result = manage(*args, **env)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    run("migrate", "--no-input")
-    run("collectstatic", "--no-input")
+    run = prepare_to_serve(env)
     token = run(
         "shell",
         "--no-imports",
@@ -215,7 +208,7 @@ def worker_pids(server) -> list[int]:
 
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+    return int(found(r"VmRSS:\s+(\d+) kB", status)) / 1024
 
 
 def send_huge_header(port: int) -> bytes | str:

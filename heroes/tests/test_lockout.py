@@ -23,15 +23,13 @@ from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.http import HttpResponse
 from django.test import Client
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from heroes.middleware import EVENT_LOOP_TWINS
+from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
 
-from .conftest import REPO_ROOT, STAFF_PASSWORD, make_user, manage
-from .test_asgi import Browser
+from .helpers import REPO_ROOT, STAFF_PASSWORD, AsgiBrowser, csrf_token_in, make_user, manage
 
 SERVED_APP = "heroes_site.asgi:application"
 LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
@@ -44,7 +42,7 @@ def log_in(
     password: str,
     page: str = "/accounts/login/",
     headers: dict[str, str] | None = None,
-) -> HttpResponse:
+):
     return client.post(page, {"username": username, "password": password}, headers=headers)
 
 
@@ -261,7 +259,7 @@ def test_the_lockout_keeps_the_asgi_middleware_on_the_event_loop():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_asgi_application_answers_a_lockout_with_the_429_page(staff_user):
-    browser = Browser()
+    browser = AsgiBrowser()
     token = browser.csrf_token("/admin/login/")
     guess = {"username": "staff", "password": WRONG_PASSWORD, "csrfmiddlewaretoken": token}
     statuses = [browser.request("POST", "/admin/login/", guess)[0] for _ in range(5)]
@@ -309,7 +307,7 @@ class Visitor:
         headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
         status, page = self.request("GET", "/accounts/login/", headers=headers)
         assert status == 200, page
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        token = csrf_token_in(page)
         form = {"username": username, "password": password, "csrfmiddlewaretoken": token}
         return self.request("POST", "/accounts/login/", form, headers)[0]
 

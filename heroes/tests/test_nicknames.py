@@ -22,7 +22,7 @@ from heroes.models import (
     normalize_nickname,
 )
 
-from .conftest import load_data
+from .helpers import load_data
 
 DATA = load_data("nicknames")
 NON_TEXT = pytest.mark.parametrize("case", DATA["non_text"], ids=lambda c: c["what"])

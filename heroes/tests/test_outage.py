@@ -23,8 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .conftest import manage
-from .server import free_port, production_env, request, start_gunicorn
+from .server import free_port, prepare_to_serve, production_env, request, start_gunicorn
 
 pytestmark = pytest.mark.outage
 
@@ -78,13 +77,7 @@ def test_database_outage_drill(cluster, tmp_path):
     env = production_env(tmp_path, DATABASE_URL=cluster.url, DATABASE_POOL_TIMEOUT="3")
     base = f"http://127.0.0.1:{env['PORT']}"
 
-    def run(*args: str) -> str:
-        result = manage(*args, **env)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    run("migrate", "--no-input")
-    run("collectstatic", "--no-input")
+    run = prepare_to_serve(env)
     run(
         "shell",
         "--no-imports",

@@ -20,7 +20,7 @@ from django.test import Client
 from heroes.models import ApiToken, Hero
 from heroes_site.log_formats import JsonFormatter
 
-from .conftest import REPO_ROOT, manage
+from .helpers import REPO_ROOT, manage
 
 PRODUCTION = {
     "DEBUG": "False",

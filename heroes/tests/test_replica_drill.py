@@ -19,8 +19,6 @@ It takes 30-60 s (most of it copying the primary), so it is kept out of
 
 import contextlib
 import json
-import os
-import re
 import secrets
 import subprocess
 import sys
@@ -34,13 +32,12 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 
-from .conftest import REPO_ROOT, manage
-from .test_outage import free_port
+from .helpers import REPO_ROOT, csrf_token_in
+from .server import free_port, prepare_to_serve, production_env, start_gunicorn
 
 pytestmark = pytest.mark.replica
 
 PRIMARY = "postgres://postgres@127.0.0.1:5432"
-GUNICORN_CONF = "heroes_site/gunicorn.conf.py"
 OUTAGE_LOGGED = "Replica replica_1 is unavailable"
 BACK_LOGGED = "Replica replica_1 answers again"
 
@@ -64,7 +61,9 @@ class Standby:
 
     def query(self, sql: str) -> object:
         with psycopg.connect(f"{self.url}/postgres", autocommit=True) as standby:
-            return standby.execute(sql).fetchone()[0]
+            row = standby.execute(sql).fetchone()
+            assert row is not None
+            return row[0]
 
     @contextlib.contextmanager
     def replay_paused(self) -> Iterator[None]:
@@ -118,7 +117,7 @@ class Visitor:
     def form_token(self, path: str) -> str:
         status, page = self.get(path)
         assert status == 200, (path, status)
-        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        return csrf_token_in(str(page))
 
     def log_in(self, username: str, password: str) -> None:
         form = {"username": username, "password": password}
@@ -136,7 +135,7 @@ class Visitor:
 
     def create_with_api(self, nickname: str) -> str:
         status, body, _ = self.request("POST", "/api/v1/heroes", json_body={"nickname": nickname})
-        assert status == 201, (status, body)
+        assert status == 201 and isinstance(body, dict), (status, body)
         return body["uuid"]
 
 
@@ -147,6 +146,7 @@ def sees(visitor: Visitor, uuid: str, nickname: str) -> dict[str, bool]:
     page, _ = visitor.get(f"/heroes/{uuid}/")
     _, html_list = visitor.get(f"/heroes/?{urlencode({'q': nickname})}")
     assert api_get in (200, 404) and page in (200, 404)
+    assert isinstance(api_list, dict) and isinstance(html_list, str)
     return {
         "api get": api_get == 200,
         "api list": uuid in {hero["uuid"] for hero in api_list["results"]},
@@ -190,28 +190,14 @@ def server(database, standby, tmp_path_factory) -> Iterator[dict]:
     """make serve's gunicorn (one worker, so its log counts are one process's) on the
     primary and the standby; its base URL, an API token and a user's credentials."""
     work = tmp_path_factory.mktemp("replica-drill")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"{PRIMARY}/{database}",
-        "DATABASE_REPLICA_URLS": f"{standby.url}/{database}",
-        "DEBUG": "False",
-        "HTTPS": "False",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "STATIC_ROOT": str(work / "static"),
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "LOG_LEVEL": "INFO",
-    }
-
-    def run(*args: str) -> str:
-        result = manage(*args, **env)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    run("migrate", "--no-input")
-    run("collectstatic", "--no-input")
+    env = production_env(
+        work,
+        DATABASE_URL=f"{PRIMARY}/{database}",
+        DATABASE_REPLICA_URLS=f"{standby.url}/{database}",
+        WEB_CONCURRENCY="1",
+        LOG_LEVEL="INFO",
+    )
+    run = prepare_to_serve(env)
     password = secrets.token_urlsafe(12)
     run(
         "shell",
@@ -221,25 +207,10 @@ def server(database, standby, tmp_path_factory) -> Iterator[dict]:
         f"get_user_model().objects.create_superuser('drill', password='{password}')",
     )
     token = run("create_api_token", "drill").strip().splitlines()[-1]
-
     log = work / "server.log"
-    with log.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "heroes_site.asgi:application"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    process = start_gunicorn(env, log)
+    base = f"http://127.0.0.1:{env['PORT']}"
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                if Visitor(base).get("/api/v1/health")[0] == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"the server did not start:\n{log.read_text()}")
         yield {"base": base, "token": token, "password": password, "log": log, "db": database}
     finally:
         process.terminate()

@@ -37,7 +37,7 @@ from heroes_site.replicas import (
 )
 from heroes_site.settings import replica_config
 
-from .test_settings import load_settings
+from .helpers import load_settings
 
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="replicas are PostgreSQL's; the PostgreSQL run"
@@ -341,7 +341,7 @@ def add_alias(alias: str, url: str) -> dict:
 
 def remove_alias(alias: str) -> None:
     connections[alias].close()
-    connections[alias].close_pool()
+    connections[alias].close_pool()  # type: ignore[attr-defined]  # PostgreSQL's, not in the stubs
     del connections[alias]
     del connections.settings[alias]
 

@@ -1,6 +1,5 @@
 """Configuration comes from the environment and fails early with one readable line."""
 
-import runpy
 import tomllib
 from datetime import timedelta
 
@@ -10,7 +9,7 @@ from django.db import connection
 
 from heroes_site.settings import BASE_DIR, database_config
 
-from .conftest import manage
+from .helpers import load_settings, manage
 
 BAD_DATABASE_URL = (
     "DATABASE_URL must look like sqlite:///db.sqlite3 or postgres://USER:PASSWORD@HOST:5432/NAME"
@@ -39,13 +38,6 @@ def test_malformed_database_urls_are_refused(url):
     with pytest.raises(ImproperlyConfigured) as caught:
         database_config(url)
     assert str(caught.value) == BAD_DATABASE_URL
-
-
-def load_settings(monkeypatch, **env: str) -> dict:
-    """The settings module's values for this environment, read afresh in-process."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return runpy.run_path(str(BASE_DIR / "heroes_site" / "settings.py"))
 
 
 def test_settings_come_from_the_environment(monkeypatch):

@@ -8,7 +8,8 @@ import pytest
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.core.exceptions import NON_FIELD_ERRORS
-from django.db import connection
+from django.db import OperationalError, connection
+from django.template.loader import render_to_string
 from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -16,11 +17,11 @@ from django.utils import timezone
 from django.views.defaults import server_error
 
 from heroes.models import HERO_DELETED_MESSAGE as DELETED
-from heroes.models import Hero, Role
+from heroes.models import Hero, HeroQuerySet, Role
 from heroes.pagination import LookaheadPaginator
 from heroes.views import HeroListView
 
-from .conftest import STAFF_PASSWORD, hero_permissions
+from .helpers import STAFF_PASSWORD, found, hero_permissions
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def shown_range(response) -> tuple[int, int]:
 
 
 def match_count(response) -> str:
-    return re.search(r'<p class="muted" id="match-count">([^<]*)</p>', response.content.decode())[1]
+    return found(r'<p class="muted" id="match-count">([^<]*)</p>', response.content.decode())
 
 
 def title(text: str) -> str:
@@ -511,7 +512,7 @@ def test_a_hero_deleted_between_validation_and_save_is_not_recreated(
 
 def opened_version(client, url: str) -> str:
     """The version a form page carries in its hidden field, as a browser would send it."""
-    return re.search(r'name="version" value="(\d+)"', client.get(url).content.decode())[1]
+    return found(r'name="version" value="(\d+)"', client.get(url).content.decode())
 
 
 def test_edit_form_carries_the_heros_version(staff_client, heroes):
@@ -714,3 +715,36 @@ def test_server_error_page_needs_no_context():
     content = response.content.decode()
     assert title("Server error") in content
     assert '<link rel="stylesheet" href="/static/css/site.css">' in content
+
+
+@pytest.mark.parametrize(
+    ("template", "heading"),
+    [
+        ("400.html", "Bad request"),
+        ("413.html", "Request too large"),
+        ("500.html", "Server error"),
+        ("503.html", "Temporarily unavailable"),
+    ],
+)
+def test_error_pages_made_without_a_request_share_the_base_and_need_no_context(
+    template, heading, settings
+):
+    settings.PROJECT_NAME = "Guild"
+    content = render_to_string(template)
+    assert f"<title>{heading} | Guild</title>" in content
+    assert f'<a class="site-name" href="{LIST}">Guild</a>' in content
+    assert f"<h1>{heading}</h1>" in content
+    assert 'class="site-nav"' not in content  # the menu and the account need the request
+
+
+def test_the_database_unavailable_page_is_a_503_to_retry(client, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(HeroQuerySet, "listing", unreachable)
+    response = client.get(LIST)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    content = response.content.decode()
+    assert title("Temporarily unavailable") in content
+    assert f"{settings.PROJECT_NAME} cannot reach its database right now" in content

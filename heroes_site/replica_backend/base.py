@@ -1,7 +1,7 @@
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, operations
 
 
-class DatabaseOperations(base.DatabaseOperations):
+class DatabaseOperations(operations.DatabaseOperations):
     compiler_module = "heroes_site.replica_backend.compiler"
 
 

@@ -5,7 +5,7 @@ here anyway (`.using("replica_1").create(...)`) is a bug, and fails loudly befor
 reaching the server (which, as a standby, would refuse it too).
 """
 
-from django.db.backends.postgresql import compiler
+from django.db.backends.postgresql import compiler  # type: ignore[attr-defined]  # no stub
 
 from heroes_site.replicas import ReadFailover, ReadOnly
 

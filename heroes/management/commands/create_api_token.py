@@ -11,7 +11,7 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--name", default="command line", help="What the token is for.")
 
-    def handle(self, *args, username: str, name: str, **options) -> None:
+    def handle(self, *args: object, username: str, name: str, **options: object) -> None:
         User = get_user_model()
         try:
             user = User.objects.get_by_natural_key(username)

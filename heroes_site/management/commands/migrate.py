@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.commands.migrate import Command as DjangoMigrateCommand
 from django.db import connections
 
@@ -14,14 +16,15 @@ class Command(DjangoMigrateCommand):
     ends, or by PostgreSQL if the process dies.
     """
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         connection = connections[options["database"]]
         if connection.vendor != "postgresql":
-            return super().handle(*args, **options)
+            super().handle(*args, **options)
+            return
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
         try:
-            return super().handle(*args, **options)
+            super().handle(*args, **options)
         finally:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])

@@ -2,7 +2,7 @@
 the client's address and the page a locked-out login gets."""
 
 import ipaddress
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from axes.helpers import get_client_username, get_cool_off
 from django.http import HttpRequest, HttpResponse
@@ -36,7 +36,8 @@ def locked_out(
     cool_off = get_cool_off(request)
     # The failure that brought the user here has just restarted the cool-off; the page
     # shows whole minutes, so round up.
-    retry_at = request.axes_attempt_time + cool_off + timedelta(minutes=1)
+    attempted: datetime = request.axes_attempt_time  # type: ignore[attr-defined]  # set by axes
+    retry_at = attempted + cool_off + timedelta(minutes=1)
     response = render(
         request,
         "registration/locked_out.html",

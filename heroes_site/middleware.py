@@ -1,7 +1,6 @@
-"""The site's middleware, all of it able to run on the event loop, so under ASGI a
-request crosses it without a hop to a worker thread. Django's own middleware gets
-event-loop twins at the end of this module, which heroes_site.asgi loads in place
-of the originals."""
+"""The site's own middleware, all of it able to run on the event loop, so under ASGI a
+request crosses it without a hop to a worker thread (Django's middleware gets
+event-loop twins for that: heroes_site.event_loop_middleware)."""
 
 import logging
 import re
@@ -9,18 +8,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth import middleware as auth
-from django.contrib.messages import middleware as messages
-from django.contrib.sessions import middleware as sessions
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware import clickjacking, common, csrf, security
-from django.template.loader import render_to_string
 from django.utils.cache import patch_cache_control
 from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
+
+from . import views
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
@@ -56,7 +51,6 @@ def request_log(get_response: Handler) -> Handler:
         request_id = request.headers.get("X-Request-ID", "")
         if not REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
-        request.request_id = request_id
         response = await get_response(request)
         response["X-Request-ID"] = request_id
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -173,12 +167,11 @@ def request_body_limit(get_response: Handler) -> Handler:
             announced = 0  # Django's own parsing has the say
         if not (scope.get(BODY_TOO_LARGE) or body_over_limit(announced)):
             return await get_response(request)
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if request.path.startswith(prefix):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             detail = f"The request body is larger than the limit of {limit} bytes."
             return JsonResponse({"detail": detail}, status=413)
-        page = render_to_string("413.html", {"PROJECT_NAME": settings.PROJECT_NAME, "limit": limit})
-        return HttpResponse(page, status=413)
+        return views.request_too_large(request)
 
     return middleware
 
@@ -192,78 +185,4 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         logging.getLogger(__name__).error(
             "Database unavailable on %s %s: %s", request.method, request.path, exception
         )
-        # Rendered without the request: its context processors would query the
-        # database (the session, the user) and fail again.
-        page = render_to_string("503.html", {"PROJECT_NAME": settings.PROJECT_NAME})
-        return HttpResponse(page, status=503, headers={"Retry-After": "5"})
-
-
-def on_event_loop(
-    middleware: type[MiddlewareMixin],
-    *,
-    writes_when: Callable[[HttpRequest], bool] | None = None,
-) -> type[MiddlewareMixin]:
-    """Django's `middleware`, with its hooks run on the event loop under ASGI.
-
-    Django runs a sync middleware's process_request/process_view/process_response in
-    a worker thread on every request; for hooks that only look at headers and cookies
-    the thread hop costs more than the hook. Only for middleware whose hooks do no
-    I/O: Django raises SynchronousOnlyOperation if one reaches the database anyway.
-    A process_response that may write to the database gets `writes_when(request)`:
-    it runs in a thread when that is true and is skipped (it would do nothing)
-    otherwise. Under WSGI (and Django's test Client) the middleware runs as it
-    always does.
-    """
-
-    class OnEventLoop(middleware):
-        async def __acall__(self, request: HttpRequest) -> HttpResponse:
-            response = None
-            if hasattr(self, "process_request"):
-                response = self.process_request(request)
-            response = response or await self.get_response(request)
-            if not hasattr(self, "process_response"):
-                return response
-            if writes_when is None:
-                return self.process_response(request, response)
-            if writes_when(request):
-                return await sync_to_async(self.process_response)(request, response)
-            return response
-
-        if hasattr(middleware, "process_view"):
-
-            async def process_view(self, request, view, args, kwargs) -> HttpResponse | None:
-                return super().process_view(request, view, args, kwargs)
-
-    OnEventLoop.__name__ = OnEventLoop.__qualname__ = middleware.__name__
-    return OnEventLoop
-
-
-SecurityMiddleware = on_event_loop(security.SecurityMiddleware)
-# The session and the messages are lazy: nothing is read before a view asks.
-SessionMiddleware = on_event_loop(
-    sessions.SessionMiddleware, writes_when=lambda request: request.session.accessed
-)
-CommonMiddleware = on_event_loop(common.CommonMiddleware)
-CsrfViewMiddleware = on_event_loop(csrf.CsrfViewMiddleware)
-AuthenticationMiddleware = on_event_loop(auth.AuthenticationMiddleware)  # request.user is lazy
-MessageMiddleware = on_event_loop(
-    messages.MessageMiddleware,
-    writes_when=lambda request: request._messages.used or request._messages.added_new,
-)
-XFrameOptionsMiddleware = on_event_loop(clickjacking.XFrameOptionsMiddleware)
-
-
-# settings.MIDDLEWARE names Django's classes (the deployment checks look for those
-# names); heroes_site.asgi loads these twins in their place.
-EVENT_LOOP_TWINS = {
-    f"{twin.__bases__[0].__module__}.{twin.__name__}": f"{__name__}.{twin.__name__}"
-    for twin in [
-        SecurityMiddleware,
-        SessionMiddleware,
-        CommonMiddleware,
-        CsrfViewMiddleware,
-        AuthenticationMiddleware,
-        MessageMiddleware,
-        XFrameOptionsMiddleware,
-    ]
-}
+        return views.database_unavailable(request)

@@ -1,5 +1,6 @@
 from django import template
 from django.conf import settings
+from django.http import HttpRequest
 from django.utils.http import url_has_allowed_host_and_scheme
 
 register = template.Library()
@@ -7,7 +8,7 @@ register = template.Library()
 
 @register.simple_tag
 def project_name() -> str:
-    # A tag rather than a context processor: 500.html is rendered without context.
+    # A tag rather than a context processor: error pages are rendered without context.
     return settings.PROJECT_NAME
 
 
@@ -17,7 +18,7 @@ def referring_page(context: template.Context) -> str:
 
     Checked like a `next` parameter, so a link to another site is never offered.
     """
-    request = context["request"]
+    request: HttpRequest = context["request"]
     referer = request.headers.get("Referer", "")
     if url_has_allowed_host_and_scheme(
         referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()

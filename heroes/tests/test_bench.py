@@ -1,0 +1,51 @@
+"""The benchmarks' loader (bench/seed.py, behind make bench and make scale) keeps up
+with the schema: it COPYs rows past the model's save(), so a new NOT NULL column
+breaks it unless it writes that column too."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from django.db import connection
+
+from .helpers import REPO_ROOT, manage
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="bench/seed.py loads PostgreSQL"
+)
+
+
+@pytest.fixture
+def fresh_database_url():
+    """An empty database of its own on the test PostgreSQL server, dropped afterwards."""
+    params = {**connection.get_connection_params(), "dbname": "postgres", "autocommit": True}
+    name = f"heroes_seed_{secrets.token_hex(4)}"
+    with psycopg.connect(**params) as server:
+        server.execute(f"CREATE DATABASE {name}")
+    settings = connection.settings_dict
+    yield (
+        f"postgres://{settings['USER']}:{settings['PASSWORD']}"
+        f"@{settings['HOST'] or 'localhost'}:{settings['PORT'] or 5432}/{name}"
+    )
+    with psycopg.connect(**params) as server:
+        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_seed_loads_heroes_the_app_reads_and_writes(fresh_database_url):
+    env = {"DATABASE_URL": fresh_database_url, "DATABASE_REPLICA_URLS": ""}
+    assert manage("migrate", "--no-input", **env).returncode == 0
+    seeded = subprocess.run(
+        [sys.executable, "bench/seed.py", "--count", "50"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    with psycopg.connect(fresh_database_url) as db:
+        rows = db.execute("SELECT count(*), min(version), max(version) FROM hrs_heroes").fetchone()
+    assert rows == (50, 1, 1)
