@@ -44,15 +44,22 @@ def main() -> None:
     sample = []
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE hrs_heroes")
+        # Our table has a version column (Hero.version, a Python default); the seed
+        # stack's table (bench/seed_stack.py) has none.
+        columns = [
+            column.name
+            for column in connection.introspection.get_table_description(cursor, "hrs_heroes")
+        ]
+        versioned = "version" in columns
         with cursor.connection.cursor().copy(
-            "COPY hrs_heroes (uuid, nickname, role, created_at, updated_at, version) FROM STDIN"
+            "COPY hrs_heroes (uuid, nickname, role, created_at, updated_at"
+            f"{', version' if versioned else ''}) FROM STDIN"
         ) as copy:
             for n in range(args.count):
                 hero_uuid = uuid.uuid4()
                 created_at = now - datetime.timedelta(seconds=random.uniform(0, 365 * 86400))
-                copy.write_row(
-                    (hero_uuid, f"Hero {n:07d}", ROLES[n % len(ROLES)], created_at, created_at, 1)
-                )
+                row = (hero_uuid, f"Hero {n:07d}", ROLES[n % len(ROLES)], created_at, created_at)
+                copy.write_row((*row, 1) if versioned else row)
                 if len(sample) < 10_000:
                     sample.append(str(hero_uuid))
         cursor.execute("VACUUM (ANALYZE) hrs_heroes")

@@ -49,3 +49,23 @@ def test_seed_loads_heroes_the_app_reads_and_writes(fresh_database_url):
     with psycopg.connect(fresh_database_url) as db:
         rows = db.execute("SELECT count(*), min(version), max(version) FROM hrs_heroes").fetchone()
     assert rows == (50, 1, 1)
+
+
+def test_seed_loads_the_seed_stacks_table_too(fresh_database_url):
+    # make bench --stack seed loads bench/seed_stack.py's table, which has no version.
+    with psycopg.connect(fresh_database_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE hrs_heroes (uuid uuid PRIMARY KEY, nickname varchar(255) NOT NULL, "
+            "role varchar(16), created_at timestamp NOT NULL, updated_at timestamp NOT NULL)"
+        )
+    seeded = subprocess.run(
+        [sys.executable, "bench/seed.py", "--count", "50"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATABASE_URL": fresh_database_url, "DATABASE_REPLICA_URLS": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    with psycopg.connect(fresh_database_url) as db:
+        assert db.execute("SELECT count(*) FROM hrs_heroes").fetchone() == (50,)
