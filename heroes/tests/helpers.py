@@ -10,9 +10,10 @@ import runpy
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -40,6 +41,26 @@ CHROMIUM_ARGS = [
 ]
 STAFF_PASSWORD = "staff-pass-123"
 READER_PASSWORD = "reader-pass-123"
+
+
+def http_scope(
+    method: str, path: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> dict[str, Any]:
+    """The ASGI scope uvicorn would make for `method path` from a local client
+    (Host: testserver, plus `headers`)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
 
 
 async def asgi_exchange(scope: dict, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -156,26 +177,13 @@ class AsgiBrowser:
         self, method: str, path: str, form: dict | None = None
     ) -> tuple[int, dict[str, str], str]:
         body = urlencode(form or {}).encode()
-        headers = [(b"host", b"testserver")]
+        headers = []
         if self.cookies:
             cookie = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
             headers.append((b"cookie", cookie.encode()))
         if form is not None:
             headers.append((b"content-type", b"application/x-www-form-urlencoded"))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
-        return async_to_sync(self._send)(scope, body)
+        return async_to_sync(self._send)(http_scope(method, path, headers), body)
 
     async def _send(self, scope: dict, body: bytes) -> tuple[int, dict[str, str], str]:
         status, raw_headers, content = await asgi_exchange(scope, body)

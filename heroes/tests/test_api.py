@@ -24,7 +24,7 @@ from psycopg_pool import PoolTimeout
 from heroes.models import ApiToken, Hero, HeroQuerySet
 from heroes_site.health import DirectProbe
 
-from .helpers import asgi_exchange, load_data, needs_a_second_connection
+from .helpers import asgi_exchange, http_scope, load_data, needs_a_second_connection
 
 DATA = load_data("api")
 HEROES = "/api/v1/heroes"
@@ -503,23 +503,14 @@ async def patch_through_asgi(
     """A PATCH through the production ASGI handler: each request on a thread, and so a
     database connection, of its own. (Django's AsyncClient runs every request's
     queries on one shared thread, one after another.)"""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "PATCH",
-        "scheme": "http",
-        "path": url,
-        "raw_path": url.encode(),
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
+    scope = http_scope(
+        "PATCH",
+        url,
+        [
             (b"content-type", b"application/json"),
             *((name.lower().encode(), value.encode()) for name, value in headers.items()),
         ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    )
     status, response_headers, body = await asgi_exchange(scope, json.dumps(payload).encode())
     named = {name.decode().lower(): value.decode() for name, value in response_headers}
     return status, named, json.loads(body)

@@ -28,18 +28,18 @@ from psycopg_pool import PoolTimeout
 
 from heroes import event_loop_db
 from heroes.event_loop_db import database, hero, hero_page, serving, token_owner
-from heroes.models import ApiToken, Hero, search_key
+from heroes.models import NEWEST_FIRST, ApiToken, Hero, search_key
 from heroes_site.asgi import RequestThread, application
 
-from .helpers import asgi_exchange, hero_permissions, make_user
+from .helpers import asgi_exchange, hero_permissions, http_scope, make_user
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the pools are PostgreSQL's"),
     pytest.mark.django_db(transaction=True),
 ]
 
-NEWEST_FIRST = ("-created_at", "-uuid")
-OLDEST_FIRST = ("created_at", "uuid")
+# The cursor pages backwards too.
+OLDEST_FIRST = tuple(field.removeprefix("-") for field in NEWEST_FIRST)
 WRITE_PERMISSIONS = ("heroes.add_hero", "heroes.change_hero", "heroes.delete_hero")
 NICKNAMES = [
     "Superman",
@@ -275,22 +275,6 @@ async def test_every_token_check_finds_what_the_orm_finds(world, writer, reader,
 # The ASGI handler: no thread for a request that needs none
 
 
-def get_scope(path: str) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-
-
 @pytest.fixture
 def signal_threads() -> Iterator[dict[str, list[tuple[str, bool]]]]:
     """The thread each request signal's receivers run in, and whether this thread then
@@ -335,9 +319,11 @@ async def test_an_api_read_on_the_event_loop_starts_no_thread(
             request_threads.clear()
             for value in signal_threads.values():
                 value.clear()
-            status, _, _ = await asgi_exchange(get_scope(f"/api/v1/heroes/{world[0].pk}"), b"")
+            status, _, _ = await asgi_exchange(
+                http_scope("GET", f"/api/v1/heroes/{world[0].pk}"), b""
+            )
             assert status == 200
-            status, _, _ = await asgi_exchange(get_scope("/api/v1/heroes"), b"")
+            status, _, _ = await asgi_exchange(http_scope("GET", "/api/v1/heroes"), b"")
             assert status == 200
     assert request_threads == []
     assert signal_threads == {
@@ -350,7 +336,7 @@ async def test_a_page_gives_its_connection_back_in_its_own_thread(
     world, signal_threads, request_threads
 ):
     async with serving():
-        status, _, _ = await asgi_exchange(get_scope("/heroes/"), b"")
+        status, _, _ = await asgi_exchange(http_scope("GET", "/heroes/"), b"")
     assert status == 200
     assert request_threads  # the page's ORM calls
     [(finished_in, still_connected)] = signal_threads["finished"]

@@ -37,7 +37,7 @@ from heroes_site.replicas import (
 )
 from heroes_site.settings import replica_config
 
-from .helpers import load_settings
+from .helpers import http_scope, load_settings
 
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="replicas are PostgreSQL's; the PostgreSQL run"
@@ -216,19 +216,7 @@ async def test_anonymous_api_reads_on_the_async_client_use_a_replica(hero, decis
 
 
 def asgi_get(application: ASGIHandler, path: str) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("GET", path)
 
     async def send() -> int:
         communicator = ApplicationCommunicator(application, scope)
