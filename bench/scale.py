@@ -7,7 +7,7 @@ BENCH_SERVER (default postgres://postgres@127.0.0.1:5432), migrates it, bulk-loa
 heroes with bench/seed.py (timed) and measures, in a child process, the p50 and p90
 latency of each list request through Django's test client (the app, not the network),
 with a staff user logged in, and of each API request as `make serve` runs it, on the
-event loop's pools (heroes.event_loop_db, anonymous). Then it prints the p50 table
+event loop's pools (heroes_site.db, anonymous). Then it prints the p50 table
 with the ratio between the largest and the smallest size, and EXPLAIN (ANALYZE,
 BUFFERS) of every hero query the requests ran on the largest database, flagging a Seq
 Scan on hrs_heroes, a Sort or a COUNT over more rows than a page needs. A benchmark,
@@ -114,16 +114,16 @@ def measure(repeat: int) -> dict:
 
 
 def measure_on_event_loop(requests: list[tuple[str, str]], repeat: int) -> dict:
-    """The API's requests on heroes.event_loop_db's pools, as under make serve."""
+    """The API's requests on heroes_site.db's pools, as under make serve."""
     import asyncio
 
     from django.test import AsyncClient
 
-    from heroes import event_loop_db
+    from heroes_site.db import serving
 
     async def run() -> dict:
         timings: dict[str, list[float]] = {}
-        async with event_loop_db.serving():
+        async with serving():
             client = AsyncClient()
             for kind, url in requests:
                 if not kind.startswith("api"):

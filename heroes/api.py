@@ -34,15 +34,15 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
-from heroes_site.replicas import areplica_statuses
+from heroes_site.db import CursorPage
+from heroes_site.health import database_report
 
-from . import event_loop_db
 from .models import (
     NEWEST_FIRST,
     NICKNAME_TAKEN_MESSAGE,
+    ApiToken,
     Hero,
     HeroChanged,
-    HeroQuerySet,
     NicknameTaken,
     Role,
     permission_flag,
@@ -78,7 +78,7 @@ class BearerTokenAuth(HttpBearer):
         return self.authenticate(request, token.strip())
 
     async def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
-        return await event_loop_db.user_for_token(token, WRITE_PERMISSIONS)
+        return await ApiToken.auser_for(token, WRITE_PERMISSIONS)
 
 
 class SessionAuth(APIKeyCookie):
@@ -202,16 +202,14 @@ STALE = {412: Message}
 @router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
 async def health(request: HttpRequest) -> Status:
     """200 when the primary database answers, else 503; each read replica's state."""
-    up = await event_loop_db.database_is_up()
-    replicas = await areplica_statuses()
+    report = await database_report()
     return Status(
-        200 if up else 503,
+        200 if report["database"] == "ok" else 503,
         {
             "name": settings.PROJECT_NAME,
             "version": settings.VERSION,
             "description": settings.DESCRIPTION,
-            "database": "ok" if up else "unavailable",
-            "replicas": replicas,
+            **report,
         },
     )
 
@@ -220,9 +218,9 @@ async def health(request: HttpRequest) -> Status:
 @paginate(HeroCursorPagination, ordering=NEWEST_FIRST, page_size=20, max_page_size=100)
 async def list_heroes(
     request: HttpRequest, role: Role | None = None, search: SearchText | None = None
-) -> HeroQuerySet | event_loop_db.HeroPage:
+) -> CursorPage:
     """Heroes, newest first; `search` matches part of the nickname, ignoring case."""
-    return event_loop_db.hero_listing(search=search, role=role)
+    return Hero.objects.cursor_page(search=search, role=role)
 
 
 @router.post(
@@ -234,7 +232,7 @@ async def list_heroes(
 )
 async def create_hero(request: HttpRequest, payload: HeroCreate, response: HttpResponse) -> Status:
     await require_permission(request, "heroes.add_hero")
-    hero = await event_loop_db.create_hero(**payload.dict())
+    hero = await Hero.objects.acreate(nickname=payload.nickname, role=payload.role)
     response["Location"] = request.build_absolute_uri(reverse("api:get_hero", args=[hero.uuid]))
     response["ETag"] = etag(hero)
     return Status(201, hero)
@@ -249,7 +247,7 @@ async def create_hero(request: HttpRequest, payload: HeroCreate, response: HttpR
 async def get_hero(
     request: HttpRequest, hero_id: UUID, response: HttpResponse, if_none_match: IfNoneMatch = None
 ) -> Hero | HttpResponse:
-    hero = await event_loop_db.get_hero(hero_id)
+    hero = await Hero.objects.acurrent(hero_id)
     if if_none_match is not None and is_current(if_none_match, hero):
         return HttpResponseNotModified(headers={"ETag": etag(hero)})
     response["ETag"] = etag(hero)
@@ -271,7 +269,7 @@ async def patch_hero(
 ) -> Hero:
     await require_permission(request, "heroes.change_hero")
     changes = payload.dict(exclude_unset=True)
-    hero = await event_loop_db.change_hero(hero_id, changes, versions=versions_in(if_match))
+    hero = await Hero.objects.achange(hero_id, changes, versions=versions_in(if_match))
     response["ETag"] = etag(hero)
     return hero
 
@@ -283,7 +281,7 @@ async def patch_hero(
 )
 async def delete_hero(request: HttpRequest, hero_id: UUID, if_match: IfMatch = None) -> dict:
     await require_permission(request, "heroes.delete_hero")
-    await event_loop_db.remove_hero(hero_id, versions=versions_in(if_match))
+    await Hero.objects.aremove(hero_id, versions=versions_in(if_match))
     return {"status": True, "message": HERO_DELETED}
 
 

@@ -13,21 +13,22 @@ import secrets
 import unicodedata
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import Permission
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, models, router, transaction
+from django.db import IntegrityError, models, router
 from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q
 from django.db.models.functions import Length, Lower, Trim
 from django.db.models.lookups import LessThanOrEqual
+from django.db.models.signals import post_save, pre_save
 from django.urls import reverse
 from django.utils import timezone
+
+from heroes_site.db import CursorPage, Delete, Insert, Shape, Transport, Update, Values, arun, run
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -126,16 +127,10 @@ class HeroChanged(HeroNotSaved):
 
 
 @contextmanager
-def reporting_nickname_taken(using: str) -> Iterator[None]:
-    """Turn a clash on the unique nickname constraint inside this block into NicknameTaken.
-
-    In a transaction (the admin's, a test's), a savepoint keeps it usable after a
-    clash; outside one, the INSERT or UPDATE is its own transaction.
-    """
-    in_transaction = transaction.get_connection(using).in_atomic_block
+def reporting_nickname_taken() -> Iterator[None]:
+    """Turn a clash on the unique nickname constraint inside this block into NicknameTaken."""
     try:
-        with transaction.atomic(using=using) if in_transaction else nullcontext():
-            yield
+        yield
     except IntegrityError as error:
         if UNIQUE_NICKNAME_CONSTRAINT in str(error):
             raise NicknameTaken() from error
@@ -162,26 +157,37 @@ class HeroQuerySet(models.QuerySet["Hero"]):
             heroes = heroes.filter(role=role)
         return heroes.newest_first()
 
+    def cursor_page(self, *, search: str | None = None, role: str | None = None) -> CursorPage:
+        """listing(search=..., role=...) for ninja's CursorPagination to narrow and read,
+        on the transport heroes_site.db chooses (see hero_page)."""
+        # What listing() filters by: the search key (a blank search or role: nothing).
+        values = {"search": search_key(search or "") or None, "role": role or None}
+        return CursorPage(Hero, hero_page, values)
+
     def update(self, **values: object) -> int:
         """Update these heroes, as Hero.written(values) says."""
         return super().update(**self.model.written(values))
-
-    def current(self, pk: uuid.UUID, versions: Collection[int] | None = None) -> "Hero":
-        """The hero `pk` as stored now, if its version is one of `versions` (None: any).
-
-        Raises HeroChanged if it is at another version, HeroDeleted if it is gone.
-        """
-        try:
-            hero = self.get(pk=pk)
-        except self.model.DoesNotExist:
-            hero = None
-        return self.model.stored_at(hero, versions)
 
     def at_versions(self, pk: uuid.UUID, versions: Collection[int] | None) -> "HeroQuerySet":
         """The hero `pk` if its stored version is one of `versions` (None: any): a filter,
         so that the version check and the write are one UPDATE or DELETE statement."""
         heroes = self.filter(pk=pk)
         return heroes if versions is None else heroes.filter(version__in=versions)
+
+    # The hero operations, each written once below as a function of a Transport: run
+    # here on Django's connection of this thread, by the async methods on the transport
+    # heroes_site.db.arun chooses (the API's, on the event loop under make serve).
+    # Writes go where the database router says (save() and delete() honour `using`).
+
+    def current(self, pk: uuid.UUID, versions: Collection[int] | None = None) -> "Hero":
+        """The hero `pk` as stored now, if its version is one of `versions` (None: any).
+
+        Raises HeroChanged if it is at another version, HeroDeleted if it is gone.
+        """
+        return run(current_hero, pk, versions, self.db)
+
+    async def acurrent(self, pk: uuid.UUID, versions: Collection[int] | None = None) -> "Hero":
+        return await arun(current_hero, pk, versions, self.db)
 
     def change(
         self, pk: uuid.UUID, changes: dict[str, object], *, versions: Collection[int] | None = None
@@ -192,31 +198,34 @@ class HeroQuerySet(models.QuerySet["Hero"]):
         Of writers racing with the same version, exactly one writes; the others get
         HeroChanged and write nothing. HeroDeleted if the hero is gone; NicknameTaken.
         """
-        written = False
-        if changes:
-            with reporting_nickname_taken(self.db):
-                written = self.at_versions(pk, versions).update(**changes) > 0
-        # When nothing was written, current() says why: changed or deleted.
-        return self.current(pk, None if written else versions)
+        return run(change_hero, pk, changes, versions, None)
 
     async def achange(
         self, pk: uuid.UUID, changes: dict[str, object], *, versions: Collection[int] | None = None
     ) -> "Hero":
-        # One trip to a sync thread for the write and the read, not one each.
-        return await sync_to_async(self.change)(pk, changes, versions=versions)
+        return await arun(change_hero, pk, changes, versions, None)
 
     def remove(
-        self, pk: uuid.UUID, *, versions: Collection[int] | None = None
+        self,
+        pk: uuid.UUID,
+        *,
+        versions: Collection[int] | None = None,
+        using: str | None = None,
     ) -> tuple[int, dict[str, int]]:
         """Delete the hero `pk` if it is at one of `versions` (None: any), in one
-        conditional DELETE; HeroChanged or HeroDeleted, with nothing deleted, if not."""
-        deleted = self.at_versions(pk, versions).delete()
-        if not deleted[0]:
-            self.current(pk, versions)  # raises: it was changed or deleted meanwhile
-        return deleted
+        conditional DELETE; HeroChanged or HeroDeleted, with nothing deleted, if not.
+        Returns what QuerySet.delete() returns."""
+        deleted = run(remove_hero, pk, versions, using)
+        return deleted, {self.model._meta.label: deleted}
 
     async def aremove(self, pk: uuid.UUID, *, versions: Collection[int] | None = None) -> None:
-        await sync_to_async(self.remove)(pk, versions=versions)
+        await arun(remove_hero, pk, versions, None)
+
+    async def acreate(self, **fields: Any) -> "Hero":
+        """QuerySet.acreate (create() and save() insert the same way, on this thread)."""
+        hero = self.model(**fields)
+        await arun(insert_hero, hero, None)
+        return hero
 
     def for_editing(self, pk: uuid.UUID) -> "Hero":
         """The hero `pk` for an edit form; if it is gone, a stand-in whose validation
@@ -286,35 +295,30 @@ class Hero(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Insert a new hero, or write this one over the stored version it was read at.
 
-        An update is one UPDATE of every concrete field but the primary key and
-        created_at (written once, on insert), or of `update_fields`, with the version
-        check in its WHERE clause. It sends no pre_save/post_save signal (nothing
-        listens). Nothing is written, and HeroNotSaved raised, when another hero has
-        the nickname (NicknameTaken, also when two writers race past validation),
-        when someone else changed this hero since `self.version` (HeroChanged), or
-        deleted it (HeroDeleted: Django would silently insert it again).
+        The insert is insert_hero, the update change_hero: one UPDATE of every concrete
+        field but the primary key and created_at (written once, on insert), or of
+        `update_fields`, with the version check in its WHERE clause; like a queryset
+        update it sends no pre_save/post_save signal. Nothing is written, and
+        HeroNotSaved raised, when another hero has the nickname (NicknameTaken, also
+        when two writers race past validation), when someone else changed this hero
+        since `self.version` (HeroChanged), or deleted it (HeroDeleted: Django would
+        silently insert it again).
         """
-        self.normalize()
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         if self._state.adding:
-            with reporting_nickname_taken(using):
-                super().save(*args, **kwargs)
+            run(insert_hero, self, using)
             return
+        self.normalize()
         only = kwargs.get("update_fields")
-        self.updated_at = timezone.now()
         values = {
             field.attname: getattr(self, field.attname)
             for field in self._meta.concrete_fields
             if not field.primary_key
-            and field.name != "created_at"
-            and (only is None or field.name in {*only, "updated_at"})
+            and field.name not in ("created_at", "updated_at", "version")  # see written()
+            and (only is None or field.name in only)
         }
-        heroes = type(self).objects.using(using)
-        with reporting_nickname_taken(using):
-            written = heroes.at_versions(self.pk, [self.version]).update(**values)
-        if not written:
-            heroes.current(self.pk, [self.version])  # raises: changed or deleted meanwhile
-        self.version += 1
+        stored = run(change_hero, self.pk, values, [self.version], using)
+        self.updated_at, self.version = stored.updated_at, stored.version
 
     def get_absolute_url(self) -> str:
         return reverse("heroes:detail", args=[self.pk])
@@ -340,7 +344,7 @@ class Hero(models.Model):
         """Delete this hero if it is still at the stored version it was read at;
         HeroChanged or HeroDeleted, with nothing deleted, if not."""
         using = using or router.db_for_write(type(self), instance=self)
-        return type(self).objects.using(using).remove(self.pk, versions=[self.version])
+        return Hero.objects.remove(self.pk, versions=[self.version], using=using)
 
     def normalize(self) -> None:
         """Put the fields in the form in which they are validated and stored."""
@@ -392,6 +396,101 @@ class HeroDeleted(HeroNotSaved, Hero.DoesNotExist):
 
     def __init__(self) -> None:
         super().__init__(HERO_DELETED_MESSAGE, code="hero_deleted")
+
+
+# The hero operations, each written once (see HeroQuerySet), and the statements they
+# run: builders that describe each with the ORM, for heroes_site.db to compile once
+# per shape. Reads and writes go to `alias`, a queryset's using(); None: where the
+# database router sends them.
+
+
+async def current_hero(
+    db: Transport, pk: uuid.UUID, versions: Collection[int] | None, alias: str | None
+) -> Hero:
+    """HeroQuerySet.current."""
+    found = await db.read(Hero, hero_by_pk, (), {"pk": pk}, alias=alias)
+    return Hero.stored_at(found[0] if found else None, versions)
+
+
+async def insert_hero(db: Transport, hero: Hero, alias: str | None) -> None:
+    """Model.save()'s insert of a new hero: each field's value as its pre_save gives it
+    (the creation stamps), with the pre_save and post_save signals; NicknameTaken."""
+    hero.normalize()
+    alias = alias or router.db_for_write(Hero, instance=hero)
+    saving = {"sender": Hero, "instance": hero, "raw": False, "using": alias}
+    await db.send(pre_save, **saving, update_fields=None)
+    values = {
+        field.attname: field.pre_save(hero, True) for field in Hero._meta.local_concrete_fields
+    }
+    with reporting_nickname_taken():
+        await db.write(Hero, hero_insert, (), {"values": values}, alias=alias)
+    hero._state.adding, hero._state.db = False, alias
+    await db.send(post_save, **saving, created=True, update_fields=None)
+
+
+async def change_hero(
+    db: Transport,
+    pk: uuid.UUID,
+    changes: dict[str, object],
+    versions: Collection[int] | None,
+    alias: str | None,
+) -> Hero:
+    """HeroQuerySet.change: one conditional UPDATE, then the hero as stored."""
+    if not changes:
+        return await current_hero(db, pk, versions, alias or router.db_for_write(Hero))
+    update = {"pk": pk, "versions": versions, "values": Hero.written(changes)}
+    read = {"pk": pk}
+    with reporting_nickname_taken():
+        written, found = await db.write_and_read(
+            Hero, (hero_update, update), (hero_by_pk, read), alias=alias
+        )
+    # When nothing was written, stored_at says why: changed or deleted.
+    return Hero.stored_at(found[0] if found else None, None if written else versions)
+
+
+async def remove_hero(
+    db: Transport, pk: uuid.UUID, versions: Collection[int] | None, alias: str | None
+) -> int:
+    """HeroQuerySet.remove: one conditional DELETE; the number of heroes deleted."""
+    alias = alias or router.db_for_write(Hero)
+    deleted = await db.write(Hero, hero_delete, (), {"pk": pk, "versions": versions}, alias=alias)
+    if not deleted:
+        await current_hero(db, pk, versions, alias)  # raises: changed or deleted meanwhile
+    return deleted
+
+
+def hero_by_pk(shape: Shape, *, pk: uuid.UUID) -> HeroQuerySet:
+    return Hero.objects.filter(pk=pk)
+
+
+def hero_page(
+    shape: tuple[tuple[str, ...], str | None, tuple[int, int] | None],
+    *,
+    search: str | None,
+    role: str | None,
+    position: datetime.datetime | None,
+) -> HeroQuerySet:
+    """A page of listing() as ninja's CursorPagination narrows it: `search` is already
+    the search key (HeroQuerySet.cursor_page), since only samples pass through listing()."""
+    ordering, position_lookup, window = shape
+    heroes = Hero.objects.listing(search=search, role=role).order_by(*ordering)
+    if position_lookup:
+        heroes = heroes.filter(**{position_lookup: position})
+    return heroes[window[0] : window[1]] if window else heroes
+
+
+def hero_update(
+    shape: Shape, *, pk: uuid.UUID, versions: Collection[int] | None, values: Values
+) -> Update:
+    return Update(Hero.objects.at_versions(pk, versions), values)
+
+
+def hero_delete(shape: Shape, *, pk: uuid.UUID, versions: Collection[int] | None) -> Delete:
+    return Delete(Hero.objects.at_versions(pk, versions))
+
+
+def hero_insert(shape: Shape, *, values: Values) -> Insert:
+    return Insert(Hero, values)
 
 
 class ApiToken(models.Model):
@@ -460,26 +559,29 @@ class ApiToken(models.Model):
     ) -> models.QuerySet:
         """The active user owning the unrevoked token with this hash (one or no row), with
         `token_id`, `token_needs_touch` (unused since `touch_before`) and, for each of
-        `permissions`, whether the user has it (permission_flag), as User.has_perm
-        decides: active superusers have all, others their own and their groups'.
+        `permissions`, whether the user has it (permission_flag), as Django's
+        ModelBackend decides (User.objects.with_perm: active superusers have all,
+        others their own and their groups').
 
         One indexed query: it runs on every API write, so the token, the user and the
         permission are checked in one round trip.
         """
-        flags = {permission_flag(name): has_permission(name) for name in permissions}
-        return (
-            get_user_model()
-            .objects.filter(
-                api_tokens__key_hash=key_hash, api_tokens__revoked_at=None, is_active=True
+        users = get_user_model().objects
+        flags = {
+            permission_flag(name): Exists(
+                users.with_perm(name, backend=PERMISSION_BACKEND).filter(pk=OuterRef("pk"))
             )
-            .annotate(
-                token_id=F("api_tokens__pk"),
-                token_needs_touch=ExpressionWrapper(
-                    Q(api_tokens__last_used_at=None) | Q(api_tokens__last_used_at__lt=touch_before),
-                    output_field=models.BooleanField(),
-                ),
-                **flags,
-            )
+            for name in permissions
+        }
+        return users.filter(
+            api_tokens__key_hash=key_hash, api_tokens__revoked_at=None, is_active=True
+        ).annotate(
+            token_id=F("api_tokens__pk"),
+            token_needs_touch=ExpressionWrapper(
+                Q(api_tokens__last_used_at=None) | Q(api_tokens__last_used_at__lt=touch_before),
+                output_field=models.BooleanField(),
+            ),
+            **flags,
         )
 
     @classmethod
@@ -488,11 +590,12 @@ class ApiToken(models.Model):
     ) -> AbstractBaseUser | None:
         """The active user owning this unrevoked token, or None (see `owners`); its
         last use is recorded at most once per LAST_USED_RESOLUTION."""
-        async for user in cls.owners(**cls.lookup(raw_token), permissions=permissions):
-            if user.token_needs_touch:
-                await cls.objects.filter(pk=user.token_id).aupdate(last_used_at=timezone.now())
-            return cast(AbstractBaseUser, user)
-        return None
+        return await arun(token_owner, raw_token, tuple(permissions))
+
+
+# The backend whose rules grant permissions (AUTHENTICATION_BACKENDS' other one, axes,
+# only refuses locked-out logins).
+PERMISSION_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 def permission_flag(permission: str) -> str:
@@ -501,15 +604,25 @@ def permission_flag(permission: str) -> str:
     return "has_" + permission.replace(".", "_")
 
 
-def has_permission(permission: str) -> ExpressionWrapper:
-    """Whether the user (of a user queryset) has `permission` ("app_label.codename"),
-    by ModelBackend's rules, for an active user: a superuser has every permission,
-    others the ones given to them or to one of their groups."""
-    app_label, _, codename = permission.partition(".")
-    granted = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-    return ExpressionWrapper(
-        Q(is_superuser=True)
-        | Exists(granted.filter(user=OuterRef("pk")))
-        | Exists(granted.filter(group__user=OuterRef("pk"))),
-        output_field=models.BooleanField(),
-    )
+async def token_owner(
+    db: Transport, raw_token: str, permissions: tuple[str, ...]
+) -> AbstractBaseUser | None:
+    """ApiToken.auser_for."""
+    # Prepared: planning its permission subqueries costs ten times more than running them.
+    lookup = ApiToken.lookup(raw_token)
+    for user in await db.read(get_user_model(), token_owners, permissions, lookup, prepare=True):
+        if user.token_needs_touch:
+            touch = {"pk": user.token_id, "last_used_at": timezone.now()}
+            await db.write(ApiToken, token_touch, (), touch)
+        return cast(AbstractBaseUser, user)
+    return None
+
+
+def token_owners(
+    permissions: tuple[str, ...], *, key_hash: str, touch_before: datetime.datetime
+) -> models.QuerySet:
+    return ApiToken.owners(key_hash, touch_before, permissions)
+
+
+def token_touch(shape: Shape, *, pk: int, last_used_at: datetime.datetime) -> Update:
+    return Update(ApiToken.objects.filter(pk=pk), {"last_used_at": last_used_at})

@@ -1,30 +1,37 @@
-"""ASGI entry point: `gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application`."""
+"""ASGI entry point: `gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application`.
+
+`application` is Django's ASGI handler inside a plain ASGI wrapper, which adds:
+
+- the lifespan protocol: each worker opens heroes_site.db's pools when the server starts
+  it and closes them when it stops (`heroes_site.db.lifespan`);
+- a bounded request body (BoundedBody);
+- a request's thread for its sync work that is started only if the request has any,
+  and let go at the end rather than joined (RequestThread).
+
+The handler itself is Django's, but for the middleware it loads: settings.MIDDLEWARE
+keeps Django's names (the deployment checks look for them), and each is loaded as its
+event-loop twin (heroes_site.event_loop_middleware), which saves a thread hop per hook.
+"""
 
 import asyncio
-import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import django
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
-from django.core import signals
-from django.core.exceptions import ImproperlyConfigured, RequestAborted
-from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
-from django.core.handlers.asgi import get_script_prefix
-from django.http import HttpRequest, HttpResponseBase
-from django.urls import set_script_prefix
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heroes_site.settings")
 
 Message = Mapping[str, Any]  # an ASGI event
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-T = TypeVar("T")
 
 
 class BoundedBody:
@@ -75,119 +82,19 @@ class BoundedBody:
 
 
 class RequestThread(ThreadPoolExecutor):
-    """A request's thread for its sync work (ThreadSensitiveContext), started only if
-    the request has any: API requests served by heroes.event_loop_db have none."""
+    """A request's thread for its sync work (the ThreadSensitiveContext Django's handler
+    would otherwise make): still one thread per request, so the request's database
+    connection goes back to the pool when it ends, as with Django's own. Its thread
+    starts at the first sync call (API requests served on the pools make none), and
+    at the end it is let go, to stop by itself once its last call is done: Django's
+    context joins it, in a thread started for that."""
 
     def __init__(self) -> None:
         super().__init__(max_workers=1, thread_name_prefix="request")
-        self.used = False
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        self.used = True
-        return super().submit(fn, *args, **kwargs)
 
 
-class ASGIHandler(DjangoASGIHandler):
-    """Django's ASGI handler, with costs of its own removed, request bodies bounded
-    (BoundedBody), and the ASGI lifespan opening the API's event-loop database pools
-    (heroes.event_loop_db).
-
-    - Django runs each hook of a sync-style middleware (process_request,
-      process_response, process_view) in a worker thread, one hop per hook and
-      request. settings.MIDDLEWARE keeps Django's names (the deployment checks look
-      for them); this handler loads their event-loop twins
-      (heroes_site.event_loop_middleware.EVENT_LOOP_TWINS) in their place.
-    - Django gives each request a thread of its own for its sync work (each async ORM
-      call, the request signals), and at the end of the request joins that thread,
-      blocking the event loop meanwhile. Here the thread is let go instead: it ends
-      by itself once its last call is done. (Reusing the threads across requests was
-      faster still on average, but left some requests waiting for up to a second.)
-    - Django sends the request signals through that thread: request_started, and
-      request_finished from response.close(). Their receivers (close_old_connections,
-      reset_queries...) act on the calling thread's database connections, so they run
-      on the event loop instead (`handle`) when the request's thread has none: always
-      for request_started (the thread is new), and for request_finished when the
-      request never used its thread. A request that did still closes its response on
-      it, which gives its connection back to the pool.
-    """
-
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            return await event_loop_db.lifespan(receive, send)
-        if scope["type"] != "http":
-            return await super().__call__(scope, receive, send)  # Django refuses it
-        # Still one thread per request, so the request's database connection goes back
-        # to the pool when the request ends, as with Django's handler.
-        thread = RequestThread()
-        try:
-            body = BoundedBody(scope, receive, send)
-            async with ThreadSensitiveContext(executor=thread):
-                await self.handle(scope, body.receive, body.send, thread)
-        finally:
-            thread.shutdown(wait=False)
-
-    async def handle(
-        self,
-        scope: dict[str, Any],
-        receive: Receive,
-        send: Send,
-        thread: RequestThread | None = None,
-    ) -> None:
-        """Django's ASGIHandler.handle (5.2), with the request signals sent on the event
-        loop where their receivers have nothing to do in the request's thread."""
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
-            return
-        set_script_prefix(get_script_prefix(scope))
-        signals.request_started.send(sender=self.__class__, scope=scope)  # changed
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            error_response = cast(HttpResponseBase, error_response)  # given without a request
-            body_file.close()
-            await self.send_response(error_response, send)
-            await self.close_response(error_response, thread)  # changed
-            return
-
-        async def process_request(request: HttpRequest, send: Send) -> HttpResponseBase:
-            response = await self.run_get_response(request)
-            with contextlib.suppress(asyncio.CancelledError):  # a disconnect while sending
-                await self.send_response(response, send)
-            return response
-
-        # Listen for a disconnect while the response is made.
-        responding = asyncio.create_task(process_request(request, send))
-        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), responding]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass  # a client disconnect
-                except AssertionError:
-                    body_file.close()
-                    raise
-            else:
-                task.cancel()  # views may handle the cancellation
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        try:
-            response = responding.result()
-        except asyncio.CancelledError:
-            await signals.request_finished.asend(sender=self.__class__)
-        else:
-            await self.close_response(response, thread)  # changed
-        body_file.close()
-
-    @staticmethod
-    async def close_response(response: HttpResponseBase, thread: RequestThread | None) -> None:
-        """response.close(), which sends request_finished: in the request's thread if it
-        was started (its connections go back to the pool), else on the event loop."""
-        if thread is None or thread.used:
-            await sync_to_async(response.close)()
-        else:
-            response.close()
+class EventLoopMiddlewareHandler(ASGIHandler):
+    """Django's ASGI handler, loading the event-loop twins of Django's middleware."""
 
     def load_middleware(self, is_async: bool = False) -> None:
         configured = settings.MIDDLEWARE
@@ -198,14 +105,36 @@ class ASGIHandler(DjangoASGIHandler):
             settings.MIDDLEWARE = configured  # only while the chain is built, at startup
 
 
+class Application:
+    """The ASGI application: the lifespan, then Django's `handler` with a bounded body
+    and a RequestThread."""
+
+    def __init__(self, handler: ASGIHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await lifespan(receive, send)
+        if scope["type"] == "http":
+            body = BoundedBody(scope, receive, send)
+            receive, send = body.receive, body.send
+        thread = RequestThread()
+        try:
+            # Django's handler enters a context of its own inside this one: a no-op.
+            async with ThreadSensitiveContext(executor=thread):
+                await self.handler(scope, receive, send)
+        finally:
+            thread.shutdown(wait=False)
+
+
 try:
     django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
     # Need the apps loaded.
-    from heroes import event_loop_db
+    from heroes_site.db import lifespan
     from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
     from heroes_site.middleware import BODY_TOO_LARGE, body_over_limit
 
-    application = ASGIHandler()
+    application = Application(EventLoopMiddlewareHandler())
     # The API, the pages and the admin load now, not on the first request: a mistake
     # shows at start-up, and gunicorn's post_worker_init finds them loaded.
     import_module(settings.ROOT_URLCONF)

@@ -30,12 +30,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import iscoroutinefunction
 from itertools import count
-from typing import Any, NoReturn
+from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError
 from django.db.models import Model
 from django.db.models.sql.compiler import SQLCompiler
 from django.http import HttpRequest
@@ -186,11 +185,18 @@ class WriteToReplica(DatabaseError):
     """A write was sent to a read replica: a bug, since the router sends none there."""
 
 
+def refuse_write_to_replica(alias: str) -> None:
+    """Raise WriteToReplica if `alias` is not the primary."""
+    if alias != DEFAULT_DB_ALIAS:
+        raise WriteToReplica(f"{alias} is a read replica; writes go to the primary")
+
+
 class ReadOnly(SQLCompiler):
     """A mixin for the write compilers of replica aliases: they refuse to run."""
 
-    def execute_sql(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise WriteToReplica(f"{self.using} is a read replica; writes go to the primary")
+    def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
+        refuse_write_to_replica(self.connection.alias)
+        return super().execute_sql(*args, **kwargs)  # never: only replicas use it
 
 
 class ReplicaRouter:
@@ -251,44 +257,3 @@ def replica_reads(get_response: Callable[[HttpRequest], Any]) -> Callable:
         return response
 
     return on_event_loop if iscoroutinefunction(get_response) else in_thread
-
-
-# The replay delay: 0 when the replica has replayed all it received (an idle primary
-# sends nothing, and the time of the last replayed transaction then only says how
-# long the primary has been idle), else the age of the last replayed transaction.
-# NULL when the server is no standby or has replayed nothing since it started.
-REPLAY_LAG = """
-    SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-           ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
-"""
-
-
-def replica_statuses() -> list[dict]:
-    """Each replica's health: `ok` with its replay lag in seconds, or `unavailable`.
-
-    A replica left alone after a failure is reported unavailable without a query;
-    when its retry time has come, this check is the read that tries it again.
-    """
-    return [replica_status(alias) for alias in replicas.aliases]
-
-
-async def areplica_statuses() -> list[dict]:
-    return await sync_to_async(replica_statuses)() if replicas.aliases else []
-
-
-def replica_status(alias: str) -> dict:
-    status = {"name": alias, "status": "unavailable", "lag_seconds": None}
-    if not replicas.usable(alias):
-        return status
-    started = replicas.clock()
-    try:
-        with connections[alias].cursor() as cursor:
-            cursor.execute(REPLAY_LAG)
-            (lag,) = cursor.fetchone()
-    except DatabaseError as error:
-        replicas.failed(alias, error)
-        return status
-    replicas.served(alias, started)
-    if lag is not None:
-        lag = max(0.0, round(float(lag), 3))  # a clock ahead of the primary's is no lag
-    return {**status, "status": "ok", "lag_seconds": lag}

@@ -2,8 +2,11 @@ import inspect
 import io
 import logging
 import logging.config
+import os
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import psycopg
 import pytest
 import pytest_asyncio
 from asgiref.sync import async_to_sync
@@ -13,11 +16,11 @@ from django.contrib.auth.models import AbstractUser
 from django.db import connection
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from heroes import event_loop_db
 from heroes.forms import StoredHeroForm
 from heroes.models import ApiToken, Hero
+from heroes_site.db import serving
 
-from .helpers import CHROMIUM, CHROMIUM_ARGS, HERO_ACTIONS, load_data, make_user
+from .helpers import BROWSER_WAIT_MS, CHROMIUM, CHROMIUM_ARGS, HERO_ACTIONS, load_data, make_user
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -33,56 +36,49 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(pyfuncitem.obj) or pyfuncitem.get_closest_marker("asyncio"):
         return None
     arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    if pyfuncitem.funcargs.get("api_path") == "event_loop":
-        async_to_sync(on_event_loop_db)(pyfuncitem.obj, arguments)
+    if pyfuncitem.funcargs.get("transport") == "pools":
+        async_to_sync(on_pools)(pyfuncitem.obj, arguments)
     else:
         async_to_sync(pyfuncitem.obj)(**arguments)
     return True
 
 
-async def on_event_loop_db(test: Callable, arguments: dict) -> None:
-    async with event_loop_db.serving():
+async def on_pools(test: Callable, arguments: dict) -> None:
+    async with serving():
         await test(**arguments)
 
 
-# The database paths of the API (heroes.event_loop_db): Django's async ORM, and on
-# PostgreSQL the event loop's pools, which see only committed data (so those tests are
-# transactional).
-EVENT_LOOP_PATH = pytest.param(
-    "event_loop",
-    marks=[
-        pytest.mark.django_db(transaction=True),
-        pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only"),
-    ],
-    id="event_loop",
-)
+# The transports of heroes_site.db the API's operations run on: Django's connections
+# everywhere, and on PostgreSQL the event loop's pools too, which see only committed
+# data (so those tests are transactional).
+ON_POOLS = pytest.param("pools", marks=pytest.mark.django_db(transaction=True), id="pools")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests using `api_path` run on each database path of the API (async tests only:
-    the sync test client runs the API in an event loop of its own)."""
-    if "api_path" in metafunc.fixturenames:
+    """Tests using `transport` run on each transport the database has (async tests
+    only: the sync test client runs the API in an event loop of its own)."""
+    if "transport" in metafunc.fixturenames:
         on_loop = inspect.iscoroutinefunction(metafunc.function)
-        metafunc.parametrize(
-            "api_path", ["orm", EVENT_LOOP_PATH] if on_loop else ["orm"], indirect=True
-        )
+        postgresql = connection.vendor == "postgresql"
+        params = ["django", ON_POOLS] if on_loop and postgresql else ["django"]
+        metafunc.parametrize("transport", params, indirect=True)
 
 
 @pytest.fixture
-def api_path(request: pytest.FixtureRequest) -> str:
-    """The API's database path in this test: "orm" or "event_loop" (see EVENT_LOOP_PATH).
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport of this test's API operations: "django" or "pools" (ON_POOLS).
 
-    The event loop's pools open on the test's loop: around the test for tests run
-    through async_to_sync (pytest_pyfunc_call), in a fixture for pytest-asyncio's.
+    The pools open on the test's loop: around the test for tests run through
+    async_to_sync (pytest_pyfunc_call), in a fixture for pytest-asyncio's.
     """
-    if request.param == "event_loop" and request.node.get_closest_marker("asyncio"):
-        request.getfixturevalue("event_loop_pools")
+    if request.param == "pools" and request.node.get_closest_marker("asyncio"):
+        request.getfixturevalue("pools")
     return request.param
 
 
 @pytest_asyncio.fixture
-async def event_loop_pools() -> AsyncIterator[None]:
-    async with event_loop_db.serving():
+async def pools() -> AsyncIterator[None]:
+    async with serving():
         yield
 
 
@@ -109,6 +105,27 @@ def server_log(request: pytest.FixtureRequest, caplog) -> Iterator[io.StringIO]:
     yield output
     console.setStream(configured_stream)
     console.setFormatter(configured_formatter)
+
+
+@pytest.fixture
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of an empty database of its own on a PostgreSQL server, dropped afterwards:
+    the test database's server, or (when the tests run on SQLite) TEST_POSTGRES_SERVER's,
+    by default the local one. For what needs PostgreSQL whatever the test database is."""
+    if connection.vendor == "postgresql":
+        params = connection.get_connection_params()
+        server = f"postgres://{params['user']}@{params['host']}:{params.get('port') or 5432}"
+    else:
+        server = os.environ.get("TEST_POSTGRES_SERVER", "postgres://postgres@127.0.0.1:5432")
+    name = f"heroes_fresh_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=2) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        pytest.skip(f"needs a PostgreSQL server; none at {server}: {error}")
+    yield f"{server}/{name}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -212,6 +229,7 @@ def browser() -> Iterator[Browser]:
 def browser_page(browser: Browser, live_server) -> Iterator[Page]:
     """A fresh browser context on the live server, with JavaScript off: no page needs it."""
     context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    context.set_default_timeout(BROWSER_WAIT_MS)
     yield context.new_page()
     context.close()
 

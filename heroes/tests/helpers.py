@@ -10,18 +10,20 @@ import runpy
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Permission
-from django.db import connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.test.utils import CaptureQueriesContext
 from playwright.sync_api import Page
 
 from heroes_site.asgi import application
@@ -39,6 +41,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# The longest a browser test waits for anything (Playwright's own default is 30 s, and
+# a promise awaited in the page has none): a feature that broke fails the test quickly.
+BROWSER_WAIT_MS = 10_000
 STAFF_PASSWORD = "staff-pass-123"
 READER_PASSWORD = "reader-pass-123"
 
@@ -138,6 +143,36 @@ def in_another_connection(action: Callable[[], object]) -> None:
     thread.join()
     if failures:
         raise failures[0]
+
+
+@asynccontextmanager
+async def acaptured_queries() -> AsyncIterator[CaptureQueriesContext]:
+    """CaptureQueriesContext for an async test: of the connection its sync calls use
+    (not the event loop's), entered and left where sync code may touch it."""
+    queries = await sync_to_async(lambda: CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]))()
+    await sync_to_async(queries.__enter__)()
+    try:
+        yield queries
+    finally:
+        await sync_to_async(queries.__exit__)(None, None, None)
+
+
+def hero_list_queries(queries: CaptureQueriesContext) -> list[str]:
+    """The SQL of the hero lists among the captured queries (each a SELECT of heroes
+    ordered by their creation)."""
+    return [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith('SELECT "hrs_heroes"."uuid"') and "created_at" in query["sql"]
+    ]
+
+
+# How every list orders heroes (models.NEWEST_FIRST): ties broken by uuid. SQLite
+# returns tied rows in the order of the index it reads, which holds the uuid too, so
+# only the SQL shows there whether the tie-breaker is asked for.
+NEWEST_FIRST_SQL = re.compile(
+    r'ORDER BY "hrs_heroes"\."created_at" DESC, "hrs_heroes"\."uuid" DESC'
+)
 
 
 def found(pattern: str, text: str) -> str:

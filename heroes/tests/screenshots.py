@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page
 
 from heroes.models import Hero
 
-from .helpers import STAFF_PASSWORD, log_in
+from .helpers import BROWSER_WAIT_MS, STAFF_PASSWORD, log_in
 
 SCREENSHOTS_DIR = settings.BASE_DIR / "docs" / "screenshots"
 
@@ -38,6 +38,7 @@ SHOTS = [
 @pytest.fixture
 def screenshot_page(browser: Browser, live_server) -> Iterator[Page]:
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 720})
+    context.set_default_timeout(BROWSER_WAIT_MS)
     yield context.new_page()
     context.close()
 

@@ -24,13 +24,21 @@ from psycopg_pool import PoolTimeout
 from heroes.models import ApiToken, Hero, HeroQuerySet
 from heroes_site.health import DirectProbe
 
-from .helpers import asgi_exchange, http_scope, load_data, needs_a_second_connection
+from .helpers import (
+    NEWEST_FIRST_SQL,
+    acaptured_queries,
+    asgi_exchange,
+    hero_list_queries,
+    http_scope,
+    load_data,
+    needs_a_second_connection,
+)
 
 DATA = load_data("api")
 HEROES = "/api/v1/heroes"
 
-# Every async test runs on each database path of the API (conftest.api_path).
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_path")]
+# Every async test runs on each transport of the API (conftest.transport).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("transport")]
 
 
 def bearer_client(token: str) -> AsyncClient:
@@ -608,18 +616,20 @@ async def test_list_pages_stay_put_when_heroes_are_added(async_client, many_hero
     assert [h["nickname"] for h in second["results"]] == [h.nickname for h in many_heroes[10:20]]
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="SQLite returns tied rows in one order every time, with or without the tie-breaker",
-)
-async def test_list_pages_through_heroes_created_in_one_instant_once_each(async_client):
-    # Only the uuid tie-breaker orders heroes sharing a created_at; without it
-    # PostgreSQL returns the ties in another order for each page's query.
+async def test_list_pages_through_heroes_created_in_one_instant_once_each(async_client, transport):
+    # Only the uuid tie-breaker orders heroes sharing a created_at: without it
+    # PostgreSQL returns the ties in another order for each page's query, and SQLite
+    # in the order they were inserted, every time.
     created = await sync_to_async(Hero.objects.bulk_create)(
         [Hero(nickname=f"Twin {i:02}") for i in range(40)]
     )
     await Hero.objects.aupdate(created_at=timezone.now())
-    _, pages = await follow(async_client, f"{HEROES}?page_size=3")
+    async with acaptured_queries() as queries:
+        _, pages = await follow(async_client, f"{HEROES}?page_size=3")
+    # The statements Django's connection ran (the pools' are the same statements).
+    lists = hero_list_queries(queries)
+    assert len(lists) == (len(pages) if transport == "django" else 0)
+    assert all(NEWEST_FIRST_SQL.search(sql) for sql in lists)
     listed = [hero["uuid"] for page in pages for hero in page["results"]]
     repeated = sorted(hero_uuid for hero_uuid, times in Counter(listed).items() if times > 1)
     missed = sorted({str(hero.uuid) for hero in created} - set(listed))
@@ -744,7 +754,7 @@ async def test_unexpected_errors_are_a_json_500_without_traceback(async_client, 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(Hero.objects, "listing", explode)
+    monkeypatch.setattr(Hero.objects, "cursor_page", explode)
     response = await async_client.get(HEROES)
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error."}

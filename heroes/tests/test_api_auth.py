@@ -18,8 +18,8 @@ from .helpers import hero_permissions, make_user
 HEROES = "/api/v1/heroes"
 CSRF_TOKEN = "a" * 32
 
-# Every async test runs on each database path of the API (conftest.api_path).
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_path")]
+# Every async test runs on each transport of the API (conftest.transport).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("transport")]
 
 
 @pytest.fixture

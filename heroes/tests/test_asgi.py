@@ -1,16 +1,12 @@
 """The production entry point, heroes_site.asgi.application, driven as uvicorn drives it.
 
-Its handler loads Django's middleware as their event-loop twins
-(heroes_site.event_loop_middleware) and lets each request's thread go without joining
-it; these tests show sessions, CSRF, messages and the security headers behave there as
-they do under Django's test client.
+Its Django handler loads Django's middleware as their event-loop twins
+(heroes_site.event_loop_middleware), and its wrapper lets each request's thread go
+without joining it; these tests show sessions, CSRF, messages and the security headers
+behave there as they do under Django's test client.
 """
 
-import hashlib
-import inspect
-
 import pytest
-from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 
 from heroes.models import Hero
 
@@ -90,15 +86,3 @@ def test_pages_for_a_logged_in_user_are_private_on_the_asgi_application(writer):
         status, headers, _ = browser.request("GET", path)
         assert status == 200, path
         assert "private" in headers["cache-control"], path
-
-
-# The sha256 of DjangoASGIHandler.handle's source in Django 5.2.19, which
-# heroes_site.asgi.ASGIHandler.handle copies with three lines changed.
-COPIED_HANDLE_SHA256 = "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323"
-
-
-def test_the_copied_handle_still_matches_djangos():
-    """A Django upgrade that changes ASGIHandler.handle fails here: carry its change
-    into heroes_site.asgi.ASGIHandler.handle, then update the hash."""
-    source = inspect.getsource(DjangoASGIHandler.handle)
-    assert hashlib.sha256(source.encode()).hexdigest() == COPIED_HANDLE_SHA256

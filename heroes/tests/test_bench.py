@@ -3,39 +3,16 @@ with the schema: it COPYs rows past the model's save(), so a new NOT NULL column
 breaks it unless it writes that column too."""
 
 import os
-import secrets
 import subprocess
 import sys
 
 import psycopg
-import pytest
-from django.db import connection
 
 from .helpers import REPO_ROOT, manage
 
-pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="bench/seed.py loads PostgreSQL"
-)
 
-
-@pytest.fixture
-def fresh_database_url():
-    """An empty database of its own on the test PostgreSQL server, dropped afterwards."""
-    params = {**connection.get_connection_params(), "dbname": "postgres", "autocommit": True}
-    name = f"heroes_seed_{secrets.token_hex(4)}"
-    with psycopg.connect(**params) as server:
-        server.execute(f"CREATE DATABASE {name}")
-    settings = connection.settings_dict
-    yield (
-        f"postgres://{settings['USER']}:{settings['PASSWORD']}"
-        f"@{settings['HOST'] or 'localhost'}:{settings['PORT'] or 5432}/{name}"
-    )
-    with psycopg.connect(**params) as server:
-        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def test_seed_loads_heroes_the_app_reads_and_writes(fresh_database_url):
-    env = {"DATABASE_URL": fresh_database_url, "DATABASE_REPLICA_URLS": ""}
+def test_seed_loads_heroes_the_app_reads_and_writes(fresh_postgres_database):
+    env = {"DATABASE_URL": fresh_postgres_database, "DATABASE_REPLICA_URLS": ""}
     assert manage("migrate", "--no-input", **env).returncode == 0
     seeded = subprocess.run(
         [sys.executable, "bench/seed.py", "--count", "50"],
@@ -46,14 +23,14 @@ def test_seed_loads_heroes_the_app_reads_and_writes(fresh_database_url):
         timeout=120,
     )
     assert seeded.returncode == 0, seeded.stderr
-    with psycopg.connect(fresh_database_url) as db:
+    with psycopg.connect(fresh_postgres_database) as db:
         rows = db.execute("SELECT count(*), min(version), max(version) FROM hrs_heroes").fetchone()
     assert rows == (50, 1, 1)
 
 
-def test_seed_loads_the_seed_stacks_table_too(fresh_database_url):
+def test_seed_loads_the_seed_stacks_table_too(fresh_postgres_database):
     # make bench --stack seed loads bench/seed_stack.py's table, which has no version.
-    with psycopg.connect(fresh_database_url, autocommit=True) as db:
+    with psycopg.connect(fresh_postgres_database, autocommit=True) as db:
         db.execute(
             "CREATE TABLE hrs_heroes (uuid uuid PRIMARY KEY, nickname varchar(255) NOT NULL, "
             "role varchar(16), created_at timestamp NOT NULL, updated_at timestamp NOT NULL)"
@@ -61,11 +38,11 @@ def test_seed_loads_the_seed_stacks_table_too(fresh_database_url):
     seeded = subprocess.run(
         [sys.executable, "bench/seed.py", "--count", "50"],
         cwd=REPO_ROOT,
-        env={**os.environ, "DATABASE_URL": fresh_database_url, "DATABASE_REPLICA_URLS": ""},
+        env={**os.environ, "DATABASE_URL": fresh_postgres_database, "DATABASE_REPLICA_URLS": ""},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert seeded.returncode == 0, seeded.stderr
-    with psycopg.connect(fresh_database_url) as db:
+    with psycopg.connect(fresh_postgres_database) as db:
         assert db.execute("SELECT count(*) FROM hrs_heroes").fetchone() == (50,)

@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Response
 from heroes.models import ApiToken, Hero, Role
 from heroes_site.middleware import CONTENT_SECURITY_POLICY
 
-from .helpers import STAFF_PASSWORD, log_in
+from .helpers import BROWSER_WAIT_MS, STAFF_PASSWORD, log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,6 +37,7 @@ def js_page(browser: Browser, live_server, csp_violations: list[str]) -> Iterato
     """A fresh browser context on the live server, with JavaScript on (Swagger UI and
     the admin need it), recording into csp_violations."""
     context = browser.new_context(base_url=live_server.url, java_script_enabled=True)
+    context.set_default_timeout(BROWSER_WAIT_MS)
 
     def on_violation(report: str) -> None:
         csp_violations.append(f"event: {report}")
@@ -64,18 +65,21 @@ def test_violations_are_caught(js_page: Page, csp_violations: list[str]):
     # Guards the other tests: an inline script and a third-party image are refused,
     # and both the page's events and the console report them.
     js_page.goto("/heroes/")
-    js_page.evaluate(
+    refused = js_page.evaluate(
         """() => new Promise((resolve) => {
           let refused = 0;
-          document.addEventListener("securitypolicyviolation", () => ++refused === 2 && resolve());
+          document.addEventListener("securitypolicyviolation", () => ++refused === 2 && resolve(2));
+          // Without the CSP nothing is refused: answer rather than wait forever.
+          setTimeout(() => resolve(refused), BROWSER_WAIT_MS);
           const script = document.createElement("script");
           script.textContent = "window.inlineRan = true";
           document.body.append(script);
           const image = document.createElement("img");
           image.src = "https://cdn.example.com/pixel.png";
           document.body.append(image);
-        })"""
+        })""".replace("BROWSER_WAIT_MS", str(BROWSER_WAIT_MS))
     )
+    assert refused == 2
     assert js_page.evaluate("window.inlineRan") is None
     for source in ("event", "console"):
         reports = [v for v in csp_violations if v.startswith(f"{source}:")]

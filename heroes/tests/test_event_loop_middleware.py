@@ -79,7 +79,7 @@ def test_the_twins_are_written_for_the_hooks_djangos_classes_have():
 
 
 def test_the_production_asgi_app_loads_the_twins_in_place_of_djangos_classes():
-    chain = loaded_middleware(application)
+    chain = loaded_middleware(application.handler)
     classes = [type(middleware) for middleware in chain if isinstance(middleware, MiddlewareMixin)]
     twins = [EVENT_LOOP_TWINS[path] for path in settings.MIDDLEWARE if path in EVENT_LOOP_TWINS]
     assert [cls for cls in classes if issubclass(cls, OnEventLoop)] == list(

@@ -48,7 +48,8 @@ def test_a_traceback_cannot_forge_a_log_line(client, server_log, monkeypatch, re
     def explode(*args, **kwargs):
         raise RuntimeError(HOSTILE_MESSAGE)
 
-    monkeypatch.setattr(Hero.objects, "listing", explode)
+    for listing in ("listing", "cursor_page"):  # the pages', the API's
+        monkeypatch.setattr(Hero.objects, listing, explode)
     client.raise_request_exception = False
     assert client.get("/heroes/").status_code == 500  # django.request logs the traceback
     assert client.get("/api/v1/heroes").status_code == 500  # so does heroes.api

@@ -9,15 +9,15 @@ import runpy
 import secrets
 import subprocess
 import sys
-import uuid
 
 import psycopg
 import pytest
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import OperationalError
 from django.test import Client
 
 from heroes.models import ApiToken, Hero
+from heroes_site.db.transports import OnDjangoConnections
 from heroes_site.log_formats import JsonFormatter
 
 from .helpers import REPO_ROOT, manage
@@ -187,7 +187,7 @@ def test_credentials_never_reach_the_logs(caplog, capsys, writer, writer_token, 
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Hero.objects, "listing", explode)
+    monkeypatch.setattr(Hero.objects, "cursor_page", explode)
     client.get("/api/v1/heroes", headers=bearer)
 
     logged = "\n".join(
@@ -208,10 +208,10 @@ def test_credentials_never_reach_the_logs(caplog, capsys, writer, writer_token, 
 
 @pytest.mark.django_db
 def test_api_answers_503_json_when_the_database_is_unreachable(client, monkeypatch):
-    def unreachable(*args, **kwargs):
+    async def unreachable(*args, **kwargs):
         raise OperationalError("couldn't get a connection after 5.00 sec")
 
-    monkeypatch.setattr(Hero.objects, "listing", unreachable)
+    monkeypatch.setattr(OnDjangoConnections, "execute_all", unreachable)
     response = client.get("/api/v1/heroes")
     assert response.status_code == 503
     assert response.json() == {"detail": "The database is unavailable; try again shortly."}
@@ -220,40 +220,29 @@ def test_api_answers_503_json_when_the_database_is_unreachable(client, monkeypat
 # Migrations from several replicas at once
 
 
-@pytest.mark.django_db
-def test_concurrent_migrates_on_an_empty_database_both_succeed():
-    if connection.vendor != "postgresql":
-        pytest.skip("advisory locks are PostgreSQL's; this runs in the PostgreSQL suite")
-    params = connection.get_connection_params()
-    server = f"postgres://{params['user']}@{params['host']}:{params.get('port') or 5432}"
-    name = f"heroes_migrate_race_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        env = {**os.environ, "DATABASE_URL": f"{server}/{name}"}
-        migrates = [
-            subprocess.Popen(
-                [sys.executable, "manage.py", "migrate", "--no-input"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+def test_concurrent_migrates_on_an_empty_database_both_succeed(fresh_postgres_database):
+    # Two replicas starting at once: the migrate command takes PostgreSQL's advisory lock.
+    env = {**os.environ, "DATABASE_URL": fresh_postgres_database, "DATABASE_REPLICA_URLS": ""}
+    migrates = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "migrate", "--no-input"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [m.communicate(timeout=120)[0] for m in migrates]
+    assert [m.returncode for m in migrates] == [0, 0], outputs
+    with psycopg.connect(fresh_postgres_database) as db:
+        applied = db.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
+        constraints = {
+            row[0]
+            for row in db.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'hrs_heroes'::regclass"
             )
-            for _ in range(2)
-        ]
-        outputs = [m.communicate(timeout=120)[0] for m in migrates]
-        assert [m.returncode for m in migrates] == [0, 0], outputs
-        with psycopg.connect(f"{server}/{name}") as db:
-            applied = db.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
-            constraints = {
-                row[0]
-                for row in db.execute(
-                    "SELECT conname FROM pg_constraint WHERE conrelid = 'hrs_heroes'::regclass"
-                )
-            }
-        assert applied > 0
-        assert {"ck_hrs_heroes_role", "ck_hrs_heroes_nickname"} <= constraints
-    finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        }
+    assert applied > 0
+    assert {"ck_hrs_heroes_role", "ck_hrs_heroes_nickname"} <= constraints

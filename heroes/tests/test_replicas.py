@@ -22,10 +22,10 @@ from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connection
 from django.test import AsyncClient, RequestFactory
 from django.test.utils import CaptureQueriesContext
 
-from heroes import event_loop_db
 from heroes.models import ApiToken, Hero
 from heroes_site import replicas as routing
-from heroes_site.asgi import ASGIHandler
+from heroes_site.asgi import Application, EventLoopMiddlewareHandler
+from heroes_site.db.transports import OnPools, serving
 from heroes_site.replicas import (
     RETRY_AFTER,
     ReplicaRouter,
@@ -215,7 +215,7 @@ async def test_anonymous_api_reads_on_the_async_client_use_a_replica(hero, decis
     assert aliases(decisions, "read", "heroes.Hero") == {"replica_1", "replica_2"}
 
 
-def asgi_get(application: ASGIHandler, path: str) -> int:
+def asgi_get(application: Application, path: str) -> int:
     scope = http_scope("GET", path)
 
     async def send() -> int:
@@ -234,7 +234,8 @@ def asgi_get(application: ASGIHandler, path: str) -> int:
 def test_the_production_asgi_app_sends_anonymous_reads_to_a_replica(decisions):
     """Its request threads get the request's context: the mark reaches the ORM there."""
     hero = Hero.objects.create(nickname="Over Asgi")
-    application = ASGIHandler()  # loads the middleware with the replicas above
+    # Loads the middleware with the replicas above.
+    application = Application(EventLoopMiddlewareHandler())
     assert asgi_get(application, hero.get_absolute_url()) == 200
     assert asgi_get(application, f"/api/v1/heroes/{hero.pk}") == 200
     assert aliases(decisions, "read", "heroes.Hero") == {"replica_1", "replica_2"}
@@ -438,22 +439,20 @@ def test_a_write_sent_to_a_replica_is_refused():
         remove_alias(alias)
 
 
-# The API's reads on the event loop (heroes.event_loop_db) follow the same rule
+# The API's reads on the event loop's pools (heroes_site.db.OnPools) follow the same rule
 
 
 @pytest.fixture
 def loop_aliases(monkeypatch) -> list[str]:
-    """The aliases the event loop's statements ran on, in order."""
+    """The aliases the pools' statements ran on, in order."""
     used: list[str] = []
-    execute = event_loop_db.Database.execute
+    execute_all = OnPools.execute_all
 
-    async def recording(
-        self: event_loop_db.Database, alias: str, *args: Any, **kwargs: Any
-    ) -> tuple[list, int]:
+    async def recording(self: OnPools, alias: str, *args: Any, **kwargs: Any) -> list:
         used.append(alias)
-        return await execute(self, alias, *args, **kwargs)
+        return await execute_all(self, alias, *args, **kwargs)
 
-    monkeypatch.setattr(event_loop_db.Database, "execute", recording)
+    monkeypatch.setattr(OnPools, "execute_all", recording)
     return used
 
 
@@ -464,7 +463,7 @@ async def test_anonymous_api_reads_on_the_event_loop_use_a_replica(
 ):
     use_replicas("replica_1")
     hero = await Hero.objects.acreate(nickname="Routed")
-    async with event_loop_db.serving():
+    async with serving():
         anonymous = AsyncClient()
         assert (await anonymous.get(f"/api/v1/heroes/{hero.pk}")).status_code == 200
         assert (await anonymous.get("/api/v1/heroes")).status_code == 200
@@ -486,7 +485,7 @@ async def test_an_unreachable_replica_on_the_event_loop_fails_over_to_the_primar
 ):
     use_replicas("replica_2")
     hero = await Hero.objects.acreate(nickname="Failover")
-    async with event_loop_db.serving():
+    async with serving():
         started = time.monotonic()
         response = await AsyncClient().get(f"/api/v1/heroes/{hero.pk}")
         first = time.monotonic() - started

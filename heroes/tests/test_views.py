@@ -21,7 +21,7 @@ from heroes.models import Hero, HeroQuerySet, Role
 from heroes.pagination import LookaheadPaginator
 from heroes.views import HeroListView
 
-from .helpers import STAFF_PASSWORD, found, hero_permissions
+from .helpers import NEWEST_FIRST_SQL, STAFF_PASSWORD, found, hero_list_queries, hero_permissions
 
 pytestmark = pytest.mark.django_db
 
@@ -186,26 +186,28 @@ def test_one_hero_beyond_a_page_gets_a_next_page(client):
     assert match_count(second) == "26 heroes"
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="SQLite returns tied rows in one order every time, with or without the tie-breaker",
-)
 def test_list_pages_through_heroes_created_in_one_instant_once_each(client, monkeypatch):
-    # Only newest_first's uuid tie-breaker orders heroes sharing a created_at; without
-    # it PostgreSQL returns the ties in another order for each page's OFFSET query.
+    # Only newest_first's uuid tie-breaker orders heroes sharing a created_at: without
+    # it PostgreSQL returns the ties in another order for each page's OFFSET query, and
+    # SQLite in the order they were inserted, every time.
     monkeypatch.setattr(HeroListView, "paginate_by", 3)
     heroes = make_heroes(40)
     Hero.objects.update(created_at=timezone.now())
     shown, page = [], 1
-    while True:
-        response = client.get(LIST, {"page": page})
-        shown += listed(response)
-        if not response.context["page_obj"].has_next():
-            break
-        page += 1
+    with CaptureQueriesContext(connection) as queries:
+        while True:
+            response = client.get(LIST, {"page": page})
+            shown += listed(response)
+            if not response.context["page_obj"].has_next():
+                break
+            page += 1
+    pages = hero_list_queries(queries)
+    assert len(pages) == page and all(NEWEST_FIRST_SQL.search(sql) for sql in pages)
     repeated = sorted(nickname for nickname, times in Counter(shown).items() if times > 1)
     missed = sorted({hero.nickname for hero in heroes} - set(shown))
     assert (repeated, missed) == ([], [])
+    by_uuid = sorted(heroes, key=lambda hero: hero.uuid, reverse=True)
+    assert shown == [hero.nickname for hero in by_uuid]  # ties in uuid order, descending
 
 
 def test_a_single_page_shows_no_pagination(client, heroes):

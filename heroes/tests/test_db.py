@@ -1,0 +1,426 @@
+"""heroes_site.db: statements compiled once, bound and read back on both transports.
+
+Every read shape the API makes is compared with Django's own evaluation of the same
+queryset, on Django's connections (every database) and on the event loop's pools
+(PostgreSQL, in transactional tests: the pools' connections see only committed rows);
+every write case gives the same answer and the same rows on both transports. Then the
+ASGI wrapper's threads, the lifespan, and errors on the pools.
+"""
+
+import asyncio
+import copy
+import datetime
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from asgiref.testing import ApplicationCommunicator
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core import signals
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.models import QuerySet
+from django.db.models.signals import post_save, pre_save
+from django.test import AsyncClient
+from django.utils import timezone
+from psycopg_pool import PoolTimeout
+
+from heroes.models import (
+    NEWEST_FIRST,
+    ApiToken,
+    Hero,
+    hero_by_pk,
+    hero_page,
+    search_key,
+    token_owners,
+)
+from heroes_site.asgi import RequestThread, application
+from heroes_site.db import Transport, arun, run, serving, transports
+from heroes_site.db.statements import Statements, compile_statement
+from heroes_site.db.transports import OnPools
+
+from .helpers import asgi_exchange, hero_permissions, http_scope, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the pools are PostgreSQL's"
+)
+# The cursor pages backwards too.
+OLDEST_FIRST = tuple(field.removeprefix("-") for field in NEWEST_FIRST)
+WRITE_PERMISSIONS = ("heroes.add_hero", "heroes.change_hero", "heroes.delete_hero")
+NICKNAMES = [
+    "Superman",
+    "Super_Girl",
+    "100% Hero",
+    "Back\\slash",
+    "ÄRGER Σοφία",
+    "Mystra",
+    "Thor",
+    "Batman",
+]
+
+
+@pytest.fixture
+def world(db) -> list[Hero]:
+    """Heroes of every role and none, nicknames with LIKE's special characters, and
+    created_at ties (the cursor's offsets), oldest first."""
+    base = timezone.now() - datetime.timedelta(days=1)
+    heroes = []
+    for n, nickname in enumerate(NICKNAMES):
+        made = Hero.objects.create(nickname=nickname, role=[None, "mage", "tank"][n % 3])
+        Hero.objects.filter(pk=made.pk).update(
+            created_at=base + datetime.timedelta(seconds=n // 3)  # three by three
+        )
+        heroes.append(Hero.objects.get(pk=made.pk))
+    return heroes
+
+
+# The pools are PostgreSQL's: elsewhere only Django's connections.
+@pytest.fixture(params=["django", "pools"] if connection.vendor == "postgresql" else ["django"])
+def on(request) -> Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]:
+    """Await an action on one transport: Django's connections, or the pools."""
+
+    async def on_transport(action: Callable[[], Awaitable[Any]]) -> Any:
+        if request.param == "django":
+            return await action()
+        async with serving():
+            return await action()
+
+    return on_transport
+
+
+def comparable(found: Any) -> Any:
+    """An instance's stored values and annotations; lists of them; anything else as is."""
+    if isinstance(found, list):
+        return [comparable(item) for item in found]
+    if hasattr(found, "_state"):
+        values = {name: comparable(value) for name, value in vars(found).items() if name[0] != "_"}
+        return values, found._state.db, found._state.adding
+    if isinstance(found, datetime.datetime):
+        return found, found.utcoffset()  # the same instant, in the same time zone
+    return found
+
+
+def page_shapes(world: list[Hero]) -> list[tuple[Any, dict]]:
+    """The list's shapes as ninja's CursorPagination makes them: orderings, positions
+    (at a tie too), windows, with every filter (the search as cursor_page keys it)."""
+    tie = world[4].created_at
+    positions = [(None, None), ("created_at__lte", tie), ("created_at__gte", tie)]
+    filters = [
+        (None, None),
+        ("super", None),
+        (None, "mage"),
+        ("super", "tank"),
+        ("%", None),
+        ("_", None),
+        ("\\", None),
+        ("σοφία", None),
+        ("nobody", None),
+    ]
+    return [
+        ((ordering, lookup, window), {"search": search, "role": role, "position": position})
+        for ordering in (NEWEST_FIRST, OLDEST_FIRST)
+        for lookup, position in positions
+        for window in ((0, 21), (1, 3), (2, 101))
+        for search, role in filters
+    ]
+
+
+async def evaluated(build: Callable, shape: Any, values: dict) -> list:
+    """What Django's own iteration of the built queryset finds."""
+    return await sync_to_async(lambda: list(build(shape, **values)))()
+
+
+async def test_every_read_shape_finds_what_django_finds(world, writer, reader, superuser, on):
+    tokens = [(await sync_to_async(ApiToken.issue)(user, "t"))[1] for user in (writer, reader)]
+    cases: list[tuple[type, Callable, Any, dict]] = [
+        (Hero, hero_by_pk, (), {"pk": world[0].pk}),
+        (Hero, hero_by_pk, (), {"pk": uuid.uuid4()}),
+        *((Hero, hero_page, shape, values) for shape, values in page_shapes(world)),
+        *(
+            (get_user_model(), token_owners, permissions, ApiToken.lookup(raw_token))
+            for raw_token in [*tokens, "unknown"]
+            for permissions in [WRITE_PERMISSIONS, ("heroes.change_hero",), ()]
+        ),
+    ]
+
+    async def read_all(db: Transport) -> list:
+        return [await db.read(model, *case) for model, *case in cases]
+
+    found = await on(lambda: arun(read_all))
+    for (_, build, shape, values), read in zip(cases, found, strict=True):
+        assert comparable(read) == comparable(await evaluated(build, shape, values)), (
+            build.__name__,
+            shape,
+            values,
+        )
+    sizes = [len(await evaluated(hero_page, s, v)) for s, v in page_shapes(world)]
+    assert max(sizes) == len(world) and 0 in sizes  # whole pages, windows and no match
+
+
+async def test_a_shape_is_compiled_once(world, monkeypatch, on):
+    compiled = []
+
+    def counting(*args):
+        compiled.append(args[0].__name__)
+        return compile_statement(*args)
+
+    monkeypatch.setattr(transports, "statements", Statements())  # none compiled yet
+    monkeypatch.setattr(transports, "compile_statement", counting)
+
+    async def read() -> None:
+        for found in world[:3]:
+            assert await Hero.objects.acurrent(found.pk) == found
+        for role in ("mage", "tank"):
+            page = Hero.objects.cursor_page(role=role).order_by(*NEWEST_FIRST)[0:21]
+            assert {found.role async for found in page} == {role}
+
+    await on(read)
+    assert compiled == ["hero_by_pk", "hero_page"]
+
+
+def test_search_keys_are_what_listing_filters_by():
+    assert search_key("  \uff33\uff55\uff50\uff45\uff52 ") == "super"
+    assert search_key("   ") == ""
+
+
+# Model semantics on either transport
+
+
+async def test_a_create_sends_the_model_signals_and_stamps_the_hero(on):
+    received = []
+
+    def receiver(sender, instance, **kwargs):
+        received.append((kwargs["signal"], instance.nickname, instance._state.adding))
+
+    pre_save.connect(receiver, sender=Hero)
+    post_save.connect(receiver, sender=Hero)
+    try:
+        before = timezone.now()
+        hero = await on(lambda: Hero.objects.acreate(nickname=" Newcomer "))
+    finally:
+        pre_save.disconnect(receiver, sender=Hero)
+        post_save.disconnect(receiver, sender=Hero)
+    assert received == [(pre_save, "Newcomer", True), (post_save, "Newcomer", False)]
+    assert hero.created_at >= before and hero.updated_at >= before
+    assert (hero.version, hero._state.db) == (1, DEFAULT_DB_ALIAS)
+    assert comparable(await Hero.objects.aget(pk=hero.pk)) == comparable(hero)
+
+
+async def test_token_checks_agree_with_djangos_permission_checks(writer, reader, superuser, on):
+    member = await sync_to_async(make_user)("member", ())
+    group = await Group.objects.acreate(name="editors")
+    await sync_to_async(group.permissions.set)(await sync_to_async(hero_permissions)("delete"))
+    await sync_to_async(member.groups.add)(group)
+    inactive = await sync_to_async(make_user)("gone", ("add",), is_active=False)
+    owners = [writer, reader, superuser, member, inactive]
+    tokens = [(await sync_to_async(ApiToken.issue)(user, "t"))[1] for user in owners]
+    revoked, raw_revoked = await sync_to_async(ApiToken.issue)(writer, "revoked")
+    await ApiToken.objects.filter(pk=revoked.pk).aupdate(revoked_at=timezone.now())
+
+    async def check(raw_token: str) -> Any:
+        return await ApiToken.auser_for(raw_token, WRITE_PERMISSIONS)
+
+    for owner, raw_token in zip(owners, tokens, strict=True):
+        found = await on(lambda raw_token=raw_token: check(raw_token))
+        if not owner.is_active:
+            assert found is None
+            continue
+        assert found.pk == owner.pk
+        flags = [getattr(found, f"has_{name.replace('.', '_')}") for name in WRITE_PERMISSIONS]
+        fresh = await get_user_model().objects.aget(pk=owner.pk)
+        assert flags == [await fresh.ahas_perm(name) for name in WRITE_PERMISSIONS], owner
+    assert await on(lambda: check(raw_revoked)) is None
+    assert await on(lambda: check("unknown")) is None
+    touched = [token.last_used_at is not None async for token in ApiToken.objects.order_by("pk")]
+    assert touched == [True, True, True, True, False, False]  # not the inactive's, revoked's
+
+
+# The writes: the same calls on both transports, from the same rows (PostgreSQL).
+
+
+async def rows() -> list:
+    return [comparable(found)[0] async for found in Hero.objects.order_by("nickname")]
+
+
+@sync_to_async
+def restore(saved: list[Hero]) -> None:
+    kept = ("created_at", "updated_at", "version")  # which bulk_create would not keep
+    stored = {one.pk: {name: getattr(one, name) for name in kept} for one in saved}
+    Hero.objects.all().delete()
+    Hero.objects.bulk_create([copy.copy(one) for one in saved])  # it stamps what it saves
+    for pk, values in stored.items():
+        QuerySet.update(Hero.objects.filter(pk=pk), **values)
+
+
+async def outcome(action: Callable[[], Awaitable[Any]], before: list[dict]) -> tuple:
+    """What the action returned (or raised), and the rows after it; the timestamps it
+    wrote and the uuids it made are replaced by "now" and "new" (they differ from one
+    run to the next)."""
+    started = timezone.now()
+    known = {values["uuid"] for values in before}
+
+    def stamped(values: dict) -> dict:
+        return {
+            name: "now"
+            if isinstance(value, tuple) and value[0] >= started  # a timestamp (comparable)
+            else "new"
+            if isinstance(value, uuid.UUID) and value not in known
+            else value
+            for name, value in values.items()
+        }
+
+    try:
+        result = await action()
+        answer: Any = stamped(comparable(result)[0]) if hasattr(result, "_state") else result
+    except Exception as error:  # the outcome to compare
+        answer = (type(error).__name__, str(error), getattr(error, "current", None))
+    after = [stamped(values) for values in await rows()]
+    return answer, after == before or after
+
+
+def write_cases(world: list[Hero]) -> list[Callable[[], Awaitable[Any]]]:
+    first, second = world[0], world[1]  # version 2: written once by the fixture
+    missing = uuid.uuid4()
+    heroes = Hero.objects
+    cases: list[Callable[[], Awaitable[Any]]] = [
+        lambda: heroes.acreate(nickname="Newcomer", role="priest"),
+        lambda: heroes.acreate(nickname="  \uff2e\uff45\uff57  "),  # normalised
+        lambda: heroes.acreate(nickname="superman"),  # taken, ignoring case
+        lambda: heroes.achange(missing, {"role": "tank"}),
+        lambda: heroes.achange(first.pk, {}),
+        lambda: heroes.achange(first.pk, {}, versions=[1]),
+        lambda: heroes.achange(second.pk, {"nickname": "SUPERMAN"}),  # taken
+        lambda: heroes.achange(first.pk, {"nickname": "superman", "role": "tank"}),  # its own
+        lambda: heroes.aremove(missing),
+        lambda: heroes.aremove(first.pk, versions=[]),  # no tag of ours
+    ]
+    for versions in (None, [2], [1], [1, 2, 7], []):
+        cases += [
+            partial(heroes.achange, first.pk, {"role": None}, versions=versions),
+            partial(heroes.achange, second.pk, {"role": "tank"}, versions=versions),
+            partial(heroes.aremove, second.pk, versions=versions),
+        ]
+    return cases
+
+
+@postgresql_only
+async def test_every_write_does_the_same_on_both_transports(world):
+    saved = [found async for found in Hero.objects.all()]
+    before = await rows()
+    for n, action in enumerate(write_cases(world)):
+        on_django = await outcome(action, before)
+        await restore(saved)
+        async with serving():
+            on_pools = await outcome(action, before)
+        await restore(saved)
+        assert on_django == on_pools, n
+
+
+def test_a_sync_run_refuses_an_operation_that_waits():
+    async def waits(db: Transport) -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="waits waited for something but a database"):
+        run(waits)
+
+
+# The ASGI wrapper: no thread for a request that needs none
+
+
+@pytest.fixture
+def signal_threads() -> Iterator[dict[str, list[tuple[str, bool]]]]:
+    """The thread each request signal's receivers run in, and whether this thread then
+    still had a database connection (after close_old_connections, connected first)."""
+    seen: dict[str, list[tuple[str, bool]]] = {"started": [], "finished": []}
+
+    def recorder(name: str) -> Callable:
+        def record(**kwargs: object) -> None:
+            has_connection = connections[DEFAULT_DB_ALIAS].connection is not None
+            seen[name].append((threading.current_thread().name, has_connection))
+
+        return record
+
+    receivers = {"started": recorder("started"), "finished": recorder("finished")}
+    signals.request_started.connect(receivers["started"])
+    signals.request_finished.connect(receivers["finished"])
+    yield seen
+    signals.request_started.disconnect(receivers["started"])
+    signals.request_finished.disconnect(receivers["finished"])
+
+
+@pytest.fixture
+def request_threads(monkeypatch) -> list[str]:
+    """What the requests' threads were given to run."""
+    submitted: list[str] = []
+    submit = RequestThread.submit
+
+    def recording(self: RequestThread, fn: Callable, *args: Any, **kwargs: Any) -> Future:
+        submitted.append(getattr(fn, "__qualname__", repr(fn)))
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(RequestThread, "submit", recording)
+    return submitted
+
+
+async def test_a_page_gives_its_connection_back_in_its_own_thread(world, signal_threads):
+    async with serving():
+        status, _, _ = await asgi_exchange(http_scope("GET", "/heroes/"), b"")
+    assert status == 200
+    [(finished_in, still_connected)] = signal_threads["finished"]
+    assert finished_in.startswith("request")
+    # Given back to the pool (SQLite's in-memory test database is never closed).
+    assert not still_connected or connection.vendor == "sqlite"
+
+
+async def test_the_lifespan_opens_the_pools_and_closes_them():
+    lifespan = ApplicationCommunicator(
+        application, {"type": "lifespan", "asgi": {"version": "3.0"}}
+    )
+    await lifespan.send_input({"type": "lifespan.startup"})
+    assert await lifespan.receive_output(timeout=5) == {"type": "lifespan.startup.complete"}
+    opened = OnPools.opened
+    assert (opened is not None) == (connection.vendor == "postgresql")
+    response = await AsyncClient().get("/api/v1/health")
+    assert (response.status_code, response.json()["database"]) == (200, "ok")
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(timeout=5) == {"type": "lifespan.shutdown.complete"}
+    await lifespan.wait()
+    assert OnPools.opened is None
+    if opened is not None:
+        assert set(opened.pools) == set(connections)
+        assert all(pool.closed for pool in opened.pools.values())
+
+
+# Errors and health on the pools
+
+
+@postgresql_only
+async def test_a_database_error_on_the_pools_is_a_json_503(world, monkeypatch):
+    async def busy(*args, **kwargs):
+        raise PoolTimeout("couldn't get a connection after 3.00 sec")
+
+    async with serving():
+        monkeypatch.setattr(type(OnPools.opened.pools[DEFAULT_DB_ALIAS]), "getconn", busy)
+        response = await AsyncClient().get(f"/api/v1/heroes/{world[0].pk}")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+
+
+@postgresql_only
+async def test_health_is_ok_while_the_pools_are_exhausted():
+    async with serving():
+        pool = OnPools.opened.pools[DEFAULT_DB_ALIAS]
+        taken = [await pool.getconn() for _ in range(pool.max_size)]
+        try:
+            response = await AsyncClient().get("/api/v1/health")
+        finally:
+            for pooled in taken:
+                await pool.putconn(pooled)
+    assert (response.status_code, response.json()["database"]) == (200, "ok")

@@ -1,0 +1,389 @@
+"""The two ways a statement runs, and the one place that chooses between them.
+
+An *operation* (a model's get, create, conditional update...) is written once, as an
+async function of a Transport: it reads and writes with `read`, `write` and
+`write_and_read`, and sends model signals with `send`. Two transports run it:
+
+- OnDjangoConnections runs each statement at once on Django's own connection of the
+  calling thread (a cursor, in Django's transaction if one is open). Its methods never
+  wait for anything, so `run()` completes an operation without an event loop: sync
+  callers (forms, the admin, commands) use it directly, and async callers reach it in
+  one sync_to_async call (SQLite, Django's test clients, runserver).
+- OnPools runs them on the event loop, on psycopg AsyncConnectionPools that each
+  worker of `make serve` opens in the ASGI lifespan (PostgreSQL only): the API's
+  requests then need no thread at all.
+
+`arun()` decides which, for the running event loop. What both share is written here
+once: reads fail over from a replica
+that cannot answer; writes go to the primary; both as the database router says (no
+operation names a database), and a statement matching nothing is not sent.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import psycopg
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    InterfaceError,
+    OperationalError,
+    connections,
+    router,
+    transaction,
+)
+from django.db.models import Field, Model
+from django.dispatch import Signal
+from psycopg.adapt import AdaptersMap
+from psycopg.pq import Format
+from psycopg_pool import AsyncConnectionPool
+
+from heroes_site import replicas as routing
+
+from .statements import Builder, Shape, Statement, Values, compile_statement, statements
+
+T = TypeVar("T")
+P = ParamSpec("P")
+Rows = list[tuple[Any, ...]]
+
+
+class Transport:
+    """Runs an operation's statements on a database."""
+
+    async def statement(self, build: Builder, shape: Shape, values: Values) -> Statement:
+        """The statement `build` makes for this shape, compiled once per process."""
+        key = statements.key(build, shape, values)
+        found = statements.get(key)
+        if found is None:
+            found = statements.add(key, await self.compile(build, shape, values))
+        return found
+
+    async def read(
+        self,
+        model: type[Model],
+        build: Builder,
+        shape: Shape,
+        values: Values,
+        *,
+        alias: str | None = None,
+        prepare: bool = False,
+    ) -> list[Any]:
+        """The instances a SELECT finds on `alias` (by default where the database router
+        sends a read of `model`), failing over from a replica that cannot answer."""
+        statement = await self.statement(build, shape, values)
+        alias = alias or router.db_for_read(model)
+        while True:
+            started = routing.replicas.clock()
+            try:
+                rows, _ = await self.execute(alias, statement, values, prepare)
+            except (OperationalError, InterfaceError) as error:
+                if alias == DEFAULT_DB_ALIAS:
+                    raise
+                alias = routing.fail_over(alias, error)
+                continue
+            routing.replicas.served(alias, started)
+            return statement.instances(alias, rows)
+
+    async def write(
+        self,
+        model: type[Model],
+        build: Builder,
+        shape: Shape,
+        values: Values,
+        *,
+        alias: str | None = None,
+    ) -> int:
+        """The number of rows a write statement changed on `alias` (by default where the
+        database router sends a write of `model`: the primary)."""
+        alias = alias or router.db_for_write(model)
+        routing.refuse_write_to_replica(alias)
+        statement = await self.statement(build, shape, values)
+        return (await self.execute(alias, statement, values))[1]
+
+    async def write_and_read(
+        self,
+        model: type[Model],
+        write: tuple[Builder, Values],
+        read: tuple[Builder, Values],
+        *,
+        alias: str | None = None,
+    ) -> tuple[int, list[Any]]:
+        """A write, then a read that sees it, on `alias` (as for `write`): the rows
+        written, the instances read."""
+        alias = alias or router.db_for_write(model)
+        routing.refuse_write_to_replica(alias)
+        to_write = await self.statement(write[0], (), write[1])
+        to_read = await self.statement(read[0], (), read[1])
+        (_, written), (rows, _) = await self.execute_all(
+            alias, [(to_write, write[1]), (to_read, read[1])]
+        )
+        return written, to_read.instances(alias, rows)
+
+    async def execute(
+        self, alias: str, statement: Statement, values: Values, prepare: bool = False
+    ) -> tuple[Rows, int]:
+        """A statement's rows and row count on `alias`; prepared (planned once per
+        connection) when `prepare` is true and the transport can."""
+        [result] = await self.execute_all(alias, [(statement, values)], prepare)
+        return result
+
+    async def execute_all(
+        self, alias: str, batch: Sequence[tuple[Statement, Values]], prepare: bool = False
+    ) -> list[tuple[Rows, int]]:
+        raise NotImplementedError
+
+    async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
+        raise NotImplementedError
+
+    async def send(self, signal: Signal, **kwargs: Any) -> None:
+        """Send a model signal (pre_save...) to its receivers."""
+        raise NotImplementedError
+
+    async def ping(self, alias: str, wait: float) -> None:
+        """Ask `alias` for `SELECT 1`, waiting at most `wait` seconds for a pooled
+        connection; a DatabaseError if none comes or it does not answer."""
+        raise NotImplementedError
+
+
+class OnDjangoConnections(Transport):
+    """Django's own connections, of the calling thread; no method of it waits.
+
+    In an atomic block (the admin's, a test's) a write gets a savepoint, so that a
+    refused write (a nickname taken) leaves the transaction usable.
+    """
+
+    async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
+        return compile_statement(build, shape, values)
+
+    async def execute_all(
+        self, alias: str, batch: Sequence[tuple[Statement, Values]], prepare: bool = False
+    ) -> list[tuple[Rows, int]]:
+        connection = connections[alias]
+        results: list[tuple[Rows, int]] = []
+        for statement, values in batch:
+            if statement.sql is None:
+                results.append(([], 0))
+                continue
+            in_transaction_write = statement.reader is None and connection.in_atomic_block
+            savepoint = transaction.atomic(using=alias) if in_transaction_write else nullcontext()
+            with savepoint, connection.cursor() as cursor:
+                cursor.execute(statement.sql, statement.bind(values))
+                rows = cursor.fetchall() if cursor.description else []
+                results.append((rows, cursor.rowcount))
+        return results
+
+    async def send(self, signal: Signal, **kwargs: Any) -> None:
+        signal.send(**kwargs)
+
+    async def ping(self, alias: str, wait: float) -> None:
+        connection = connections[alias]
+        pool = getattr(connection, "pool", None)  # psycopg's, on PostgreSQL
+        if pool is None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return
+        with connection.wrap_database_errors:
+            pool.open()  # as Django does before its first connection; then a no-op
+            with pool.connection(timeout=wait) as pooled:
+                pooled.execute("SELECT 1")
+
+
+def run(
+    operation: Callable[Concatenate[Transport, P], Coroutine[Any, Any, T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run an operation on Django's connections, in this thread, now."""
+    coroutine = operation(ON_DJANGO_CONNECTIONS, *args, **kwargs)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError(f"{operation.__name__} waited for something but a database")
+
+
+async def arun(
+    operation: Callable[Concatenate[Transport, P], Coroutine[Any, Any, T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run an operation on this event loop's pools if it has them (`serving`), else on
+    Django's connections in one trip to the request's thread."""
+    pools = OnPools.opened
+    if pools is None or pools.loop is not asyncio.get_running_loop():
+        return await sync_to_async(run)(operation, *args, **kwargs)
+    return await operation(pools, *args, **kwargs)
+
+
+ON_DJANGO_CONNECTIONS = OnDjangoConnections()
+
+
+# The event loop's pools.
+
+
+async def configure_time_zone(name: str | None, connection: psycopg.AsyncConnection) -> None:
+    """A new connection's time zone, as Django sets its own connections'."""
+    if name and connection.info.parameter_status("TimeZone") != name:
+        await connection.execute("SELECT set_config('TimeZone', %s, false)", [name])
+
+
+def new_pool(alias: str) -> AsyncConnectionPool:
+    """A pool like Django's own for `alias` (settings.DATABASES' pool options), async."""
+    wrapper = connections[alias]
+    options = wrapper.settings_dict["OPTIONS"].get("pool") or {}
+    params = wrapper.get_connection_params()
+    # Django's adapters, but psycopg's own timestamptz loader (C, twenty times faster):
+    # Django's sets each value's time zone to the connection's, which the session's
+    # TimeZone already is (configure_time_zone).
+    adapters = AdaptersMap(params["context"])
+    timestamptz = psycopg.adapters.types["timestamptz"].oid
+    if loader := psycopg.adapters.get_loader(timestamptz, Format.TEXT):
+        adapters.register_loader(timestamptz, loader)
+    kwargs = {
+        **params,
+        "context": adapters,
+        "autocommit": True,
+        # Client-side binding, as Django's cursors; such cursors are never prepared.
+        "cursor_factory": psycopg.AsyncClientCursor,
+        # A statement run with prepare=True is prepared on its first run.
+        "prepare_threshold": 0,
+    }
+    return AsyncConnectionPool(
+        kwargs=kwargs,
+        open=False,
+        configure=partial(configure_time_zone, wrapper.timezone_name),
+        **({} if options is True else options),
+    )
+
+
+class OnPools(Transport):
+    """A psycopg AsyncConnectionPool per database alias, on the event loop that opened
+    them. A batch of statements is one round trip (a pipeline: one implicit
+    transaction, so a read sees the write before it)."""
+
+    opened: "OnPools | None" = None  # the pools `serving` opened
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pools = {alias: new_pool(alias) for alias in settings.DATABASES}
+
+    async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
+        # In the request's thread: compiling may ask the server for its version.
+        return await sync_to_async(compile_statement)(build, shape, values)
+
+    async def execute_all(
+        self, alias: str, batch: Sequence[tuple[Statement, Values]], prepare: bool = False
+    ) -> list[tuple[Rows, int]]:
+        with connections[alias].wrap_database_errors:
+            async with self.pools[alias].connection() as connection:
+                if len(batch) == 1:
+                    return [await self.execute_one(connection, *batch[0], prepare)]
+                cursors: list[psycopg.AsyncCursor | None] = []
+                async with connection.pipeline():
+                    for statement, values in batch:
+                        cursors.append(
+                            None
+                            if statement.sql is None
+                            else await connection.execute(statement.sql, statement.bind(values))
+                        )
+                return [await self.result(cursor) for cursor in cursors]
+
+    async def execute_one(
+        self,
+        connection: psycopg.AsyncConnection,
+        statement: Statement,
+        values: Values,
+        prepare: bool,
+    ) -> tuple[Rows, int]:
+        if statement.sql is None:
+            return [], 0
+        if prepare:  # with server-side binding, which preparing needs
+            cursor = psycopg.AsyncCursor(connection)
+            await cursor.execute(statement.sql, statement.bind(values), prepare=True)
+        else:
+            cursor = await connection.execute(statement.sql, statement.bind(values))
+        return await self.result(cursor)
+
+    @staticmethod
+    async def result(cursor: psycopg.AsyncCursor | None) -> tuple[Rows, int]:
+        if cursor is None:
+            return [], 0
+        return (await cursor.fetchall() if cursor.description else []), cursor.rowcount
+
+    async def send(self, signal: Signal, **kwargs: Any) -> None:
+        await signal.asend(**kwargs)
+
+    async def ping(self, alias: str, wait: float) -> None:
+        with connections[alias].wrap_database_errors:
+            async with self.pools[alias].connection(timeout=wait) as connection:
+                await connection.execute("SELECT 1")
+
+
+@asynccontextmanager
+async def serving() -> AsyncIterator[None]:
+    """Within this block, operations run by `arun` on this event loop use its pools
+    (PostgreSQL only; elsewhere Django's connections)."""
+    if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
+        yield
+        return
+    opened = OnPools(asyncio.get_running_loop())
+    for pool in opened.pools.values():
+        await pool.open(wait=False)  # a database down at start-up is no reason to fail
+    OnPools.opened = opened
+    try:
+        yield
+    finally:
+        OnPools.opened = None
+        for pool in opened.pools.values():
+            await pool.close()
+
+
+async def lifespan(receive: Callable, send: Callable) -> None:
+    """The ASGI lifespan protocol: the pools open at start-up and close at shutdown."""
+    await receive()  # lifespan.startup
+    async with serving():
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+@dataclass(frozen=True)
+class CursorPage:
+    """A SELECT that ninja's CursorPagination narrows as it would a QuerySet (order_by,
+    a filter on its position, a slice) and reads (`async for`), made by `build` from
+    the shape (ordering, position lookup, window) and `values` plus `position`."""
+
+    model: type[Model]
+    build: Builder
+    values: Values
+    ordering: tuple[str, ...] = ()
+    position: tuple[str, object] | None = None
+    window: tuple[int, int] | None = None
+
+    def order_by(self, *ordering: str) -> "CursorPage":
+        return replace(self, ordering=ordering)
+
+    def filter(self, **lookup: object) -> "CursorPage":
+        [(name, value)] = lookup.items()
+        field = self.model._meta.get_field(name.partition("__")[0])
+        if not isinstance(field, Field):
+            raise TypeError(f"{name}: the position is a field of the model")
+        return replace(self, position=(name, field.get_prep_value(value)))
+
+    def __getitem__(self, window: slice) -> "CursorPage":
+        return replace(self, window=(window.start, window.stop))
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for found in await arun(self.read):
+            yield found
+
+    async def read(self, db: Transport) -> list[Any]:
+        lookup, position = self.position or (None, None)
+        shape = (self.ordering, lookup, self.window)
+        return await db.read(self.model, self.build, shape, {**self.values, "position": position})
