@@ -418,14 +418,14 @@ async def insert_hero(db: Transport, hero: Hero, alias: str | None) -> None:
     hero.normalize()
     alias = alias or router.db_for_write(Hero, instance=hero)
     saving = {"sender": Hero, "instance": hero, "raw": False, "using": alias}
-    await db.send(pre_save, **saving, update_fields=None)
+    await db.send_signal(pre_save, **saving, update_fields=None)
     values = {
         field.attname: field.pre_save(hero, True) for field in Hero._meta.local_concrete_fields
     }
     with reporting_nickname_taken():
         await db.write(Hero, hero_insert, (), {"values": values}, alias=alias)
     hero._state.adding, hero._state.db = False, alias
-    await db.send(post_save, **saving, created=True, update_fields=None)
+    await db.send_signal(post_save, **saving, created=True, update_fields=None)
 
 
 async def change_hero(

@@ -50,14 +50,16 @@ def database_config(url: str) -> dict[str, Any]:
     # A psycopg pool per process instead of a connection per request. The pool needs
     # CONN_MAX_AGE = 0; a request that cannot get a connection within `timeout`
     # seconds fails instead of hanging.
+    # The URL's query (sslmode=..., target_session_attrs=...) is libpq's: kept.
     config["CONN_MAX_AGE"] = 0
     config["OPTIONS"] = {
+        "connect_timeout": 5,
+        **config.get("OPTIONS", {}),
         "pool": {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
         },
-        "connect_timeout": 5,
     }
     return config
 

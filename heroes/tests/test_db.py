@@ -17,17 +17,20 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core import signals
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 from django.db.models import QuerySet
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.test import AsyncClient
 from django.utils import timezone
+from psycopg.pq import Format
 from psycopg_pool import PoolTimeout
 
 from heroes.models import (
@@ -36,13 +39,16 @@ from heroes.models import (
     Hero,
     hero_by_pk,
     hero_page,
+    hero_update,
     search_key,
     token_owners,
 )
 from heroes_site.asgi import RequestThread, application
-from heroes_site.db import Transport, arun, run, serving, transports
+from heroes_site.db import Delete, Statement, Transport, arun, run, serving, transports
 from heroes_site.db.statements import Statements, compile_statement
-from heroes_site.db.transports import OnPools
+from heroes_site.db.transports import OnDjangoConnections, OnPools, new_pool
+from heroes_site.replicas import WriteToReplica
+from heroes_site.settings import database_config
 
 from .helpers import asgi_exchange, hero_permissions, http_scope, make_user
 
@@ -185,6 +191,40 @@ async def test_a_shape_is_compiled_once(world, monkeypatch, on):
     assert compiled == ["hero_by_pk", "hero_page"]
 
 
+def test_statements_it_cannot_compile_faithfully_are_refused():
+    def tokens_with_users(shape: Any, *, name: str) -> QuerySet:
+        return ApiToken.objects.select_related("user").filter(name=name)
+
+    def upper_nickname(shape: Any, *, nickname: str) -> QuerySet:
+        return Hero.objects.filter(nickname=nickname.upper())  # the value is not a parameter
+
+    def all_heroes(shape: Any) -> Delete:
+        return Delete(Hero.objects.all())
+
+    with pytest.raises(ImproperlyConfigured, match="select_related"):
+        compile_statement(tokens_with_users, (), {"name": "deploys"})
+    with pytest.raises(ImproperlyConfigured, match="value 0 of a statement"):
+        compile_statement(upper_nickname, (), {"nickname": "Thor"})
+    post_delete.connect(receiver := lambda **kwargs: None, sender=Hero)
+    try:
+        with pytest.raises(ImproperlyConfigured, match="collector"):
+            compile_statement(all_heroes, (), {})
+    finally:
+        post_delete.disconnect(receiver, sender=Hero)
+    with pytest.raises(TypeError, match="only a SELECT"):
+        compile_statement(all_heroes, (), {}).instances(DEFAULT_DB_ALIAS, [])
+
+
+def test_the_least_recently_used_statements_go_first(monkeypatch):
+    monkeypatch.setattr("heroes_site.db.statements.MAX_STATEMENTS", 2)
+    compiled = Statements()
+    for key in ("a", "b"):
+        compiled.add(key, Statement(sql=key))
+    assert compiled.get("a") == Statement(sql="a")  # now used more recently than b
+    compiled.add("c", Statement(sql="c"))
+    assert [compiled.get(key) is None for key in ("a", "b", "c")] == [False, True, False]
+
+
 def test_search_keys_are_what_listing_filters_by():
     assert search_key("  \uff33\uff55\uff50\uff45\uff52 ") == "super"
     assert search_key("   ") == ""
@@ -240,6 +280,80 @@ async def test_token_checks_agree_with_djangos_permission_checks(writer, reader,
     assert await on(lambda: check("unknown")) is None
     touched = [token.last_used_at is not None async for token in ApiToken.objects.order_by("pk")]
     assert touched == [True, True, True, True, False, False]  # not the inactive's, revoked's
+
+
+# What both transports share: failover, routing; the pools' settings
+
+
+async def test_a_read_that_a_replica_cannot_answer_is_served_by_the_primary(world, caplog):
+    class ReplicaDown(OnDjangoConnections):
+        async def send_sql(self, alias: str, batch: list, prepare: bool) -> list:
+            if alias == "replica_1":
+                raise OperationalError("connection to replica_1 refused")
+            return await super().send_sql(alias, batch, prepare)
+
+    async def read(db: Transport) -> list:
+        return await db.read(Hero, hero_by_pk, (), {"pk": world[0].pk}, alias="replica_1")
+
+    class AllDown(OnDjangoConnections):
+        async def send_sql(self, alias: str, batch: list, prepare: bool) -> list:
+            raise OperationalError(f"connection to {alias} refused")
+
+    [found] = await sync_to_async(run)(lambda db: read(ReplicaDown()))
+    assert (found, found._state.db) == (world[0], DEFAULT_DB_ALIAS)
+    [outage] = [r for r in caplog.records if r.name == "heroes_site.replicas"]
+    assert "replica_1 is unavailable" in outage.getMessage()
+    with pytest.raises(OperationalError, match="default refused"):  # no other to ask
+        await sync_to_async(run)(lambda db: read(AllDown()))
+
+
+async def test_a_write_sent_to_a_replica_is_refused_before_it_leaves(world):
+    async def write(db: Transport) -> int:
+        values = {"pk": world[0].pk, "versions": None, "values": {"role": "tank"}}
+        return await db.write(Hero, hero_update, (), values, alias="replica_1")
+
+    with pytest.raises(WriteToReplica):
+        await arun(write)
+    assert await Hero.objects.acurrent(world[0].pk) == world[0]
+
+
+@pytest.fixture
+def postgresql_alias() -> Iterator[str]:
+    """A PostgreSQL database alias (whatever the tests' database is), never connected."""
+    url = "postgres://hero:secret@db.example.com:6543/heroes?sslmode=require"
+    connections.settings["elsewhere"] = connections.configure_settings(
+        {
+            DEFAULT_DB_ALIAS: connections.settings[DEFAULT_DB_ALIAS],
+            "elsewhere": database_config(url),
+        }
+    )["elsewhere"]
+    yield "elsewhere"
+    del connections["elsewhere"]
+    del connections.settings["elsewhere"]
+
+
+def test_a_pool_takes_djangos_connection_settings(postgresql_alias):
+    pool = new_pool(postgresql_alias)
+    kwargs = pool.kwargs
+    assert {name: kwargs[name] for name in ("dbname", "user", "host", "port", "sslmode")} == {
+        "dbname": "heroes",
+        "user": "hero",
+        "host": "db.example.com",
+        "port": 6543,
+        "sslmode": "require",
+    }
+    assert "-c TimeZone=UTC" in kwargs["options"]  # as Django sets its connections'
+    assert kwargs["autocommit"] is True and kwargs["prepare_threshold"] == 0
+    pool_options = connections[postgresql_alias].settings_dict["OPTIONS"]["pool"]
+    assert (pool.min_size, pool.max_size, pool.timeout) == (
+        pool_options["min_size"],
+        pool_options["max_size"],
+        pool_options["timeout"],
+    )
+    assert pool.closed  # opened only by `serving`, on the worker's event loop
+    timestamptz = psycopg.adapters.types["timestamptz"].oid
+    loader = kwargs["context"].get_loader(timestamptz, Format.TEXT)
+    assert loader is psycopg.adapters.get_loader(timestamptz, Format.TEXT)  # psycopg's own
 
 
 # The writes: the same calls on both transports, from the same rows (PostgreSQL).
@@ -367,6 +481,30 @@ def request_threads(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(RequestThread, "submit", recording)
     return submitted
+
+
+async def test_an_api_read_needs_no_thread_on_the_pools(world, signal_threads, request_threads):
+    loop_thread = threading.current_thread().name
+    async with serving():
+        pools = OnPools.opened is not None  # PostgreSQL
+        for _ in range(2):  # the first compiles each statement, in a thread
+            request_threads.clear()
+            for value in signal_threads.values():
+                value.clear()
+            status, _, _ = await asgi_exchange(
+                http_scope("GET", f"/api/v1/heroes/{world[0].pk}"), b""
+            )
+            assert status == 200
+    if pools:
+        assert request_threads == []
+        assert signal_threads == {
+            "started": [(loop_thread, False)],
+            "finished": [(loop_thread, False)],
+        }
+    else:  # Django's connection, in one trip to the request's thread, which closes it
+        assert len(request_threads) == 2  # the operation, then response.close()
+        [(finished_in, _)] = signal_threads["finished"]
+        assert finished_in.startswith("request")
 
 
 async def test_a_page_gives_its_connection_back_in_its_own_thread(world, signal_threads):

@@ -282,6 +282,9 @@ def test_a_stopped_replica_costs_no_error_and_serves_again_once_back(server, sta
     with standby.replay_paused():
         after = api_writer.create_with_api(f"After {tag}")
         eventually(lambda: anonymous.get(f"/api/v1/heroes/{after}")[0] == 404, 15, "back")
+        # Health tells it at once: it asks where the reads do, on the same bookkeeping.
+        [replica] = anonymous.get("/api/v1/health")[1]["replicas"]
+        assert replica["status"] == "ok"
         assert api_writer.get(f"/api/v1/heroes/{after}")[0] == 200
     eventually(lambda: anonymous.get(f"/api/v1/heroes/{after}")[0] == 200, 15, "replayed")
     log = server["log"].read_text()

@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext
 
 from heroes.models import ApiToken, Hero
 from heroes_site import replicas as routing
-from heroes_site.asgi import Application, EventLoopMiddlewareHandler
+from heroes_site.asgi import Application, EventLoopHandler
 from heroes_site.db.transports import OnPools, serving
 from heroes_site.replicas import (
     RETRY_AFTER,
@@ -235,7 +235,7 @@ def test_the_production_asgi_app_sends_anonymous_reads_to_a_replica(decisions):
     """Its request threads get the request's context: the mark reaches the ORM there."""
     hero = Hero.objects.create(nickname="Over Asgi")
     # Loads the middleware with the replicas above.
-    application = Application(EventLoopMiddlewareHandler())
+    application = Application(EventLoopHandler())
     assert asgi_get(application, hero.get_absolute_url()) == 200
     assert asgi_get(application, f"/api/v1/heroes/{hero.pk}") == 200
     assert aliases(decisions, "read", "heroes.Hero") == {"replica_1", "replica_2"}

@@ -40,6 +40,14 @@ def test_malformed_database_urls_are_refused(url):
     assert str(caught.value) == BAD_DATABASE_URL
 
 
+def test_a_postgresql_url_keeps_its_libpq_options_beside_the_pool():
+    config = database_config("postgres://u@h1:5432,h2:5433/heroes?sslmode=require")
+    options = config["OPTIONS"]
+    assert (config["HOST"], config["PORT"], options["sslmode"]) == ("h1,h2", "5432,5433", "require")
+    assert set(options["pool"]) == {"min_size", "max_size", "timeout"}
+    assert options["connect_timeout"] == 5
+
+
 def test_settings_come_from_the_environment(monkeypatch):
     settings = load_settings(
         monkeypatch,

@@ -3,7 +3,7 @@
 Django has no public way to compile a statement without running it, nor to read rows
 it did not fetch itself. Each function here does what the Django method it names does
 just before running the statement (or, for RowReader, after fetching the rows). Their
-upstream text is kept in heroes_site/db/upstream/, and heroes/tests/test_upstream.py
+upstream text is kept in heroes_site/upstream/, and heroes/tests/test_upstream.py
 prints the diff when a Django upgrade changes one of them.
 """
 

@@ -2,7 +2,7 @@
 
 An *operation* (a model's get, create, conditional update...) is written once, as an
 async function of a Transport: it reads and writes with `read`, `write` and
-`write_and_read`, and sends model signals with `send`. Two transports run it:
+`write_and_read`, and sends model signals with `send_signal`. Two transports run it:
 
 - OnDjangoConnections runs each statement at once on Django's own connection of the
   calling thread (a cursor, in Django's transaction if one is open). Its methods never
@@ -20,11 +20,11 @@ operation names a database), and a statement matching nothing is not sent.
 """
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
-from functools import partial
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar, cast
 
 import psycopg
 from asgiref.sync import sync_to_async
@@ -52,7 +52,15 @@ P = ParamSpec("P")
 Rows = list[tuple[Any, ...]]
 
 
-class Transport:
+class Bound(NamedTuple):
+    """A statement as sent: its SQL, its parameters, and whether it writes."""
+
+    sql: str
+    params: list[Any]
+    writes: bool
+
+
+class Transport(ABC):
     """Runs an operation's statements on a database."""
 
     async def statement(self, build: Builder, shape: Shape, values: Values) -> Statement:
@@ -135,19 +143,36 @@ class Transport:
     async def execute_all(
         self, alias: str, batch: Sequence[tuple[Statement, Values]], prepare: bool = False
     ) -> list[tuple[Rows, int]]:
-        raise NotImplementedError
+        """Each statement's rows and row count on `alias`, in order, in one round trip
+        where the transport can; one that Django knows matches nothing is not sent."""
+        sent = [
+            Bound(statement.sql, statement.bind(values), statement.reader is None)
+            for statement, values in batch
+            if statement.sql
+        ]
+        results = iter(await self.send_sql(alias, sent, prepare) if sent else [])
+        return [next(results) if statement.sql else ([], 0) for statement, _ in batch]
 
+    @abstractmethod
+    async def send_sql(
+        self, alias: str, batch: list[Bound], prepare: bool
+    ) -> list[tuple[Rows, int]]:
+        """Run these statements, with their parameters, on `alias`: their rows and row
+        counts; prepared (planned once per connection) when `prepare` is true and the
+        transport can."""
+
+    @abstractmethod
     async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
-        raise NotImplementedError
+        """compile_statement, where it may use Django's connection."""
 
-    async def send(self, signal: Signal, **kwargs: Any) -> None:
+    @abstractmethod
+    async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         """Send a model signal (pre_save...) to its receivers."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def ping(self, alias: str, wait: float) -> None:
         """Ask `alias` for `SELECT 1`, waiting at most `wait` seconds for a pooled
         connection; a DatabaseError if none comes or it does not answer."""
-        raise NotImplementedError
 
 
 class OnDjangoConnections(Transport):
@@ -160,24 +185,20 @@ class OnDjangoConnections(Transport):
     async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
         return compile_statement(build, shape, values)
 
-    async def execute_all(
-        self, alias: str, batch: Sequence[tuple[Statement, Values]], prepare: bool = False
+    async def send_sql(
+        self, alias: str, batch: list[Bound], prepare: bool
     ) -> list[tuple[Rows, int]]:
         connection = connections[alias]
         results: list[tuple[Rows, int]] = []
-        for statement, values in batch:
-            if statement.sql is None:
-                results.append(([], 0))
-                continue
-            in_transaction_write = statement.reader is None and connection.in_atomic_block
+        for sql, params, writes in batch:
+            in_transaction_write = writes and connection.in_atomic_block
             savepoint = transaction.atomic(using=alias) if in_transaction_write else nullcontext()
             with savepoint, connection.cursor() as cursor:
-                cursor.execute(statement.sql, statement.bind(values))
-                rows = cursor.fetchall() if cursor.description else []
-                results.append((rows, cursor.rowcount))
+                cursor.execute(sql, params)
+                results.append((cursor.fetchall() if cursor.description else [], cursor.rowcount))
         return results
 
-    async def send(self, signal: Signal, **kwargs: Any) -> None:
+    async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         signal.send(**kwargs)
 
     async def ping(self, alias: str, wait: float) -> None:
@@ -227,20 +248,15 @@ ON_DJANGO_CONNECTIONS = OnDjangoConnections()
 # The event loop's pools.
 
 
-async def configure_time_zone(name: str | None, connection: psycopg.AsyncConnection) -> None:
-    """A new connection's time zone, as Django sets its own connections'."""
-    if name and connection.info.parameter_status("TimeZone") != name:
-        await connection.execute("SELECT set_config('TimeZone', %s, false)", [name])
-
-
 def new_pool(alias: str) -> AsyncConnectionPool:
-    """A pool like Django's own for `alias` (settings.DATABASES' pool options), async."""
+    """A pool like Django's own for `alias` (settings.DATABASES' pool options), async,
+    its connections in Django's time zone."""
     wrapper = connections[alias]
     options = wrapper.settings_dict["OPTIONS"].get("pool") or {}
     params = wrapper.get_connection_params()
     # Django's adapters, but psycopg's own timestamptz loader (C, twenty times faster):
     # Django's sets each value's time zone to the connection's, which the session's
-    # TimeZone already is (configure_time_zone).
+    # TimeZone already is.
     adapters = AdaptersMap(params["context"])
     timestamptz = psycopg.adapters.types["timestamptz"].oid
     if loader := psycopg.adapters.get_loader(timestamptz, Format.TEXT):
@@ -248,26 +264,21 @@ def new_pool(alias: str) -> AsyncConnectionPool:
     kwargs = {
         **params,
         "context": adapters,
+        "options": f"{params.get('options', '')} -c TimeZone={wrapper.timezone_name}".strip(),
         "autocommit": True,
         # Client-side binding, as Django's cursors; such cursors are never prepared.
         "cursor_factory": psycopg.AsyncClientCursor,
         # A statement run with prepare=True is prepared on its first run.
         "prepare_threshold": 0,
     }
-    return AsyncConnectionPool(
-        kwargs=kwargs,
-        open=False,
-        configure=partial(configure_time_zone, wrapper.timezone_name),
-        **({} if options is True else options),
-    )
+    return AsyncConnectionPool(kwargs=kwargs, open=False, **({} if options is True else options))
 
 
 class OnPools(Transport):
     """A psycopg AsyncConnectionPool per database alias, on the event loop that opened
-    them. A batch of statements is one round trip (a pipeline: one implicit
-    transaction, so a read sees the write before it)."""
+    them (`serving`)."""
 
-    opened: "OnPools | None" = None  # the pools `serving` opened
+    opened: "OnPools | None" = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -277,46 +288,27 @@ class OnPools(Transport):
         # In the request's thread: compiling may ask the server for its version.
         return await sync_to_async(compile_statement)(build, shape, values)
 
-    async def execute_all(
-        self, alias: str, batch: Sequence[tuple[Statement, Values]], prepare: bool = False
+    async def send_sql(
+        self, alias: str, batch: list[Bound], prepare: bool
     ) -> list[tuple[Rows, int]]:
         with connections[alias].wrap_database_errors:
             async with self.pools[alias].connection() as connection:
-                if len(batch) == 1:
-                    return [await self.execute_one(connection, *batch[0], prepare)]
-                cursors: list[psycopg.AsyncCursor | None] = []
-                async with connection.pipeline():
-                    for statement, values in batch:
-                        cursors.append(
-                            None
-                            if statement.sql is None
-                            else await connection.execute(statement.sql, statement.bind(values))
-                        )
-                return [await self.result(cursor) for cursor in cursors]
+                # Several statements are one round trip: a pipeline, one implicit
+                # transaction, so a read sees the write before it.
+                async with connection.pipeline() if len(batch) > 1 else nullcontext():
+                    cursors = [
+                        # Preparing needs server-side binding: psycopg's plain cursor.
+                        await (
+                            psycopg.AsyncCursor(connection) if prepare else connection.cursor()
+                        ).execute(sql, params, prepare=prepare)
+                        for sql, params, _ in batch
+                    ]
+                return [
+                    (await cursor.fetchall() if cursor.description else [], cursor.rowcount)
+                    for cursor in cursors
+                ]
 
-    async def execute_one(
-        self,
-        connection: psycopg.AsyncConnection,
-        statement: Statement,
-        values: Values,
-        prepare: bool,
-    ) -> tuple[Rows, int]:
-        if statement.sql is None:
-            return [], 0
-        if prepare:  # with server-side binding, which preparing needs
-            cursor = psycopg.AsyncCursor(connection)
-            await cursor.execute(statement.sql, statement.bind(values), prepare=True)
-        else:
-            cursor = await connection.execute(statement.sql, statement.bind(values))
-        return await self.result(cursor)
-
-    @staticmethod
-    async def result(cursor: psycopg.AsyncCursor | None) -> tuple[Rows, int]:
-        if cursor is None:
-            return [], 0
-        return (await cursor.fetchall() if cursor.description else []), cursor.rowcount
-
-    async def send(self, signal: Signal, **kwargs: Any) -> None:
+    async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         await signal.asend(**kwargs)
 
     async def ping(self, alias: str, wait: float) -> None:
@@ -370,10 +362,8 @@ class CursorPage:
         return replace(self, ordering=ordering)
 
     def filter(self, **lookup: object) -> "CursorPage":
-        [(name, value)] = lookup.items()
-        field = self.model._meta.get_field(name.partition("__")[0])
-        if not isinstance(field, Field):
-            raise TypeError(f"{name}: the position is a field of the model")
+        [(name, value)] = lookup.items()  # the position: a field compared with a value
+        field = cast(Field, self.model._meta.get_field(name.partition("__")[0]))
         return replace(self, position=(name, field.get_prep_value(value)))
 
     def __getitem__(self, window: slice) -> "CursorPage":
