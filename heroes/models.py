@@ -295,10 +295,11 @@ class Hero(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Insert a new hero, or write this one over the stored version it was read at.
 
-        The insert is insert_hero, the update change_hero: one UPDATE of every concrete
-        field but the primary key and created_at (written once, on insert), or of
-        `update_fields`, with the version check in its WHERE clause; like a queryset
-        update it sends no pre_save/post_save signal. Nothing is written, and
+        The insert is insert_hero (with the pre_save and post_save signals), the update
+        change_hero: one UPDATE of every concrete field but the primary key and
+        created_at (written once, on insert), or of `update_fields`, with the version
+        check in its WHERE clause; like a queryset update it sends no signal. Nothing
+        is written, and
         HeroNotSaved raised, when another hero has the nickname (NicknameTaken, also
         when two writers race past validation), when someone else changed this hero
         since `self.version` (HeroChanged), or deleted it (HeroDeleted: Django would

@@ -441,7 +441,7 @@ def test_a_sync_run_refuses_an_operation_that_waits():
     async def waits(db: Transport) -> None:
         await asyncio.sleep(0)
 
-    with pytest.raises(RuntimeError, match="waits waited for something but a database"):
+    with pytest.raises(RuntimeError, match="waits awaited something other than its transport"):
         run(waits)
 
 

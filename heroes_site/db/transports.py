@@ -14,9 +14,9 @@ async function of a Transport: it reads and writes with `read`, `write` and
   requests then need no thread at all.
 
 `arun()` decides which, for the running event loop. What both share is written here
-once: reads fail over from a replica
-that cannot answer; writes go to the primary; both as the database router says (no
-operation names a database), and a statement matching nothing is not sent.
+once: reads and writes go where the database router says (no operation names a
+database), a read fails over from a replica that cannot answer, a write to a replica
+is refused, and a statement that matches nothing is not sent.
 """
 
 import asyncio
@@ -219,14 +219,18 @@ def run(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
-    """Run an operation on Django's connections, in this thread, now."""
+    """Run an operation on Django's connections, in this thread, now.
+
+    Its coroutine finishes at its first step, with no event loop: OnDjangoConnections'
+    methods are async only to share the operations' code with OnPools, and never wait.
+    """
     coroutine = operation(ON_DJANGO_CONNECTIONS, *args, **kwargs)
     try:
         coroutine.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     coroutine.close()
-    raise RuntimeError(f"{operation.__name__} waited for something but a database")
+    raise RuntimeError(f"{operation.__name__} awaited something other than its transport")
 
 
 async def arun(
