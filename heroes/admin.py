@@ -2,9 +2,11 @@ from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db.models import ForeignKey, QuerySet
 from django.forms import Form, ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -12,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from .forms import HeroDeleteForm, HeroForm
-from .models import NEWEST_FIRST, ApiToken, Hero, HeroNotSaved, HeroQuerySet
+from .models import NEWEST_FIRST, ApiToken, Hero, HeroHistory, HeroNotSaved, HeroQuerySet
 from .pagination import EstimatedCountPaginator
 
 
@@ -31,11 +33,37 @@ class CheckedSelectionMixin(admin.ModelAdmin):
         return super().response_action(request, queryset)
 
 
+class ChangedByFilter(admin.SimpleListFilter):
+    """Heroes a user has written (created, changed), from the history; offered only to
+    users who may see the history (heroes.view_herohistory)."""
+
+    title = "changed by"
+    parameter_name = "changed_by"
+    shown = 100  # the users offered, by name
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        if not request.user.has_perm("heroes.view_herohistory"):
+            return []  # no filter at all
+        names = HeroHistory.objects.exclude(username="").order_by("username")
+        return [
+            (name, name)
+            for name in names.values_list("username", flat=True).distinct()[: self.shown]
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Hero]) -> QuerySet[Hero]:
+        if self.value() is None or not request.user.has_perm("heroes.view_herohistory"):
+            return queryset
+        written = HeroHistory.objects.filter(username=self.value()).values("hero_uuid")
+        return queryset.filter(uuid__in=written)
+
+
 @admin.register(Hero)
 class HeroAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     form = HeroForm
     list_display = ["nickname", "role", "created_at", "updated_at"]
-    list_filter = ["role"]
+    list_filter = ["role", ChangedByFilter]
+    # The history the database keeps (every door), not the admin's own log.
+    object_history_template = "admin/heroes/hero/object_history.html"
     search_fields = ["nickname"]
     readonly_fields = ["uuid", "created_at", "updated_at"]
     # version: hidden, the version the form was opened on (see HeroForm).
@@ -95,6 +123,20 @@ class HeroAdmin(CheckedSelectionMixin, admin.ModelAdmin):
         if not confirmation.is_valid():
             raise ValidationError(confirmation.errors.as_data())
         obj.delete()
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
+        """The hero's history (HeroHistory), newest first, changes side by side; for
+        users who may see it."""
+        if not request.user.has_perm("heroes.view_herohistory"):
+            raise PermissionDenied
+        try:
+            entries = HeroHistory.objects.of(self.opts.pk.to_python(unquote(object_id)))
+        except ValidationError:
+            entries = HeroHistory.objects.none()  # no hero: Django's view says so
+        page = Paginator(entries, 100).get_page(request.GET.get("p"))
+        return super().history_view(request, object_id, {**(extra_context or {}), "entries": page})
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Hero], search_term: str

@@ -12,7 +12,6 @@ A hero's `ETag` is its version (Hero.version), so HTTP conditional requests (RFC
 import logging
 import re
 from collections.abc import Awaitable
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
@@ -43,6 +43,7 @@ from .models import (
     ApiToken,
     Hero,
     HeroChanged,
+    HeroHistory,
     NicknameTaken,
     Role,
     permission_flag,
@@ -52,6 +53,7 @@ from .schemas import (
     HeroCreate,
     HeroPatch,
     HeroRead,
+    HistoryEntry,
     Message,
     SearchText,
     StatusMessage,
@@ -67,7 +69,12 @@ DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 
 
 class BearerTokenAuth(HttpBearer):
-    """`Authorization: Bearer <token>`, checked against the hashed ApiTokens."""
+    """`Authorization: Bearer <token>`, checked against the hashed ApiTokens, with
+    whether its user has each of `permissions` found out in the same query."""
+
+    def __init__(self, permissions: tuple[str, ...]) -> None:
+        super().__init__()
+        self.permissions = permissions
 
     def __call__(self, request: HttpRequest) -> Awaitable[AbstractBaseUser | None] | None:
         # Parsed here rather than by HttpBearer, which logs unexpected headers (with
@@ -78,7 +85,7 @@ class BearerTokenAuth(HttpBearer):
         return self.authenticate(request, token.strip())
 
     async def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
-        return await ApiToken.auser_for(token, WRITE_PERMISSIONS)
+        return await ApiToken.auser_for(token, self.permissions)
 
 
 class SessionAuth(APIKeyCookie):
@@ -107,9 +114,11 @@ class SessionAuth(APIKeyCookie):
 
 
 # Bearer first: with the session first, a bearer request would fail the CSRF check.
-WRITERS = [BearerTokenAuth(), SessionAuth()]
-# What a token's check finds out in the same query (ApiToken.owners).
-WRITE_PERMISSIONS = ("heroes.add_hero", "heroes.change_hero", "heroes.delete_hero")
+WRITERS = [
+    BearerTokenAuth(("heroes.add_hero", "heroes.change_hero", "heroes.delete_hero")),
+    SessionAuth(),
+]
+HISTORY_READERS = [BearerTokenAuth(("heroes.view_herohistory",)), SessionAuth()]
 
 
 async def require_permission(request: HttpRequest, permission: str) -> None:
@@ -122,7 +131,8 @@ async def require_permission(request: HttpRequest, permission: str) -> None:
 
 
 class HeroCursorPagination(CursorPagination):
-    """ninja's cursor pagination, answering 422 to a cursor it did not write."""
+    """ninja's cursor pagination, answering 422 to a cursor it did not write (one whose
+    position is no value of the ordering's field)."""
 
     async def apaginate_queryset(
         self,
@@ -134,8 +144,9 @@ class HeroCursorPagination(CursorPagination):
         try:
             cursor = self.Cursor.from_encoded_param(pagination.cursor)
             if cursor.p is not None:
-                datetime.fromisoformat(cursor.p)
-        except (ValueError, ValidationError):  # pydantic's ValidationError is a ValueError
+                queryset.model._meta.get_field(self._order_attribute).clean(cursor.p, None)
+        except (ValueError, ValidationError, DjangoValidationError):
+            # pydantic's ValidationError is a ValueError.
             raise ValidationError(
                 [{"loc": ["query", "cursor"], "msg": "Invalid cursor.", "type": "value_error"}]
             ) from None
@@ -283,6 +294,20 @@ async def delete_hero(request: HttpRequest, hero_id: UUID, if_match: IfMatch = N
     await require_permission(request, "heroes.delete_hero")
     await Hero.objects.aremove(hero_id, versions=versions_in(if_match))
     return {"status": True, "message": HERO_DELETED}
+
+
+@router.get(
+    "/heroes/{uuid:hero_id}/history",
+    response={200: list[HistoryEntry], **DENIED, 404: Message, 422: ValidationErrors},
+    auth=HISTORY_READERS,
+    url_name="hero_history",
+)
+@paginate(HeroCursorPagination, ordering=("-id",), page_size=20, max_page_size=100)
+async def hero_history(request: HttpRequest, hero_id: UUID) -> CursorPage:
+    """Who wrote the hero, when, through which door and what changed, newest first;
+    a deleted hero's history too. Needs the heroes.view_herohistory permission."""
+    await require_permission(request, "heroes.view_herohistory")
+    return await HeroHistory.objects.acursor_page(hero_id)
 
 
 class JSONRenderer(renderers.JSONRenderer):

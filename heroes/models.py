@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import unicodedata
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, models, router
+from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
 from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q
 from django.db.models.functions import Length, Lower, Trim
 from django.db.models.lookups import LessThanOrEqual
@@ -29,6 +29,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from heroes_site.db import CursorPage, Delete, Insert, Shape, Transport, Update, Values, arun, run
+from heroes_site.db.writers import attributed
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -159,14 +160,26 @@ class HeroQuerySet(models.QuerySet["Hero"]):
 
     def cursor_page(self, *, search: str | None = None, role: str | None = None) -> CursorPage:
         """listing(search=..., role=...) for ninja's CursorPagination to narrow and read,
-        on the transport heroes_site.db chooses (see hero_page)."""
+        on the transport heroes_site.db chooses (see hero_listing)."""
         # What listing() filters by: the search key (a blank search or role: nothing).
         values = {"search": search_key(search or "") or None, "role": role or None}
-        return CursorPage(Hero, hero_page, values)
+        return CursorPage(Hero, hero_listing, values)
+
+    # A queryset's own writes (a shell's, the admin's bulk delete): Django's, in a
+    # transaction whose writes the database attributes to the current writer.
 
     def update(self, **values: object) -> int:
         """Update these heroes, as Hero.written(values) says."""
-        return super().update(**self.model.written(values))
+        with attributed(router.db_for_write(self.model)):
+            return super().update(**self.model.written(values))
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        with attributed(router.db_for_write(self.model)):
+            return super().delete()
+
+    def bulk_create(self, objs: Iterable["Hero"], *args: Any, **kwargs: Any) -> list["Hero"]:
+        with attributed(router.db_for_write(self.model)):
+            return super().bulk_create(objs, *args, **kwargs)
 
     def at_versions(self, pk: uuid.UUID, versions: Collection[int] | None) -> "HeroQuerySet":
         """The hero `pk` if its stored version is one of `versions` (None: any): a filter,
@@ -464,20 +477,10 @@ def hero_by_pk(shape: Shape, *, pk: uuid.UUID) -> HeroQuerySet:
     return Hero.objects.filter(pk=pk)
 
 
-def hero_page(
-    shape: tuple[tuple[str, ...], str | None, tuple[int, int] | None],
-    *,
-    search: str | None,
-    role: str | None,
-    position: datetime.datetime | None,
-) -> HeroQuerySet:
-    """A page of listing() as ninja's CursorPagination narrows it: `search` is already
-    the search key (HeroQuerySet.cursor_page), since only samples pass through listing()."""
-    ordering, position_lookup, window = shape
-    heroes = Hero.objects.listing(search=search, role=role).order_by(*ordering)
-    if position_lookup:
-        heroes = heroes.filter(**{position_lookup: position})
-    return heroes[window[0] : window[1]] if window else heroes
+def hero_listing(shape: Shape, *, search: str | None, role: str | None) -> HeroQuerySet:
+    """The list, for CursorPage: `search` is already the search key (see cursor_page),
+    since only samples pass through listing()."""
+    return Hero.objects.listing(search=search, role=role)
 
 
 def hero_update(
@@ -492,6 +495,128 @@ def hero_delete(shape: Shape, *, pk: uuid.UUID, versions: Collection[int] | None
 
 def hero_insert(shape: Shape, *, values: Values) -> Insert:
     return Insert(Hero, values)
+
+
+class Via(models.TextChoices):
+    """The door a write came through."""
+
+    API = "api", "API"
+    PAGES = "pages", "Pages"
+    ADMIN = "admin", "Admin"
+    OTHER = "other", "Other (a command, the shell)"
+
+
+class Action(models.TextChoices):
+    CREATED = "created", "Created"
+    CHANGED = "changed", "Changed"
+    DELETED = "deleted", "Deleted"
+
+
+class AppendOnly(DatabaseError):
+    """History entries are never edited or deleted (but by HeroHistoryQuerySet.prune)."""
+
+    def __init__(self) -> None:
+        super().__init__("The hero history is append-only; `manage.py prune_history` prunes it.")
+
+
+class HeroHistoryQuerySet(models.QuerySet["HeroHistory"]):
+    def of(self, hero: uuid.UUID) -> "HeroHistoryQuerySet":
+        """The entries of the hero `hero`, newest first."""
+        return self.filter(hero_uuid=hero).order_by("-id")
+
+    async def acursor_page(self, hero: uuid.UUID) -> CursorPage:
+        """The entries of the hero `hero`, for ninja's CursorPagination to narrow and
+        read (see hero_entries); HeroDeleted (a Hero.DoesNotExist) if `hero` never was
+        a hero: it has neither entries nor (if older than the history) a row."""
+        if not await arun(ever_a_hero, hero):
+            raise HeroDeleted()
+        return CursorPage(HeroHistory, hero_entries, {"hero": hero})
+
+    def update(self, **values: object) -> int:
+        raise AppendOnly()
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnly()
+
+    def prune(self, before: datetime.datetime) -> int:
+        """Delete the entries recorded before `before`: the one way entries go. On
+        PostgreSQL the table's trigger refuses any other DELETE (migration 0007)."""
+        with transaction.atomic(using=self.db):
+            connection = connections[self.db]
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT set_config('heroes.prune_history', 'on', true)")
+            deleted, _ = models.QuerySet.delete(self.filter(at__lt=before))
+        return deleted
+
+
+class HeroHistory(models.Model):
+    """One write of a hero, as the database recorded it: in the write's own transaction,
+    by a trigger on hrs_heroes (migration 0007), whichever door and transport the write
+    took, with who wrote it as heroes_site.db.writers told the database.
+
+    `changes` maps each editable field to [before, after]: every field for a create
+    (before: null) and a delete (after: null), the changed ones for a change; a write
+    that changes none records nothing. `version` is the hero's version after the
+    write (for a delete, one more than its last). The user is kept by name too, for
+    when the user is deleted; `token` is the API token's name for a token's write.
+    """
+
+    hero_uuid = models.UUIDField()
+    action = models.CharField(max_length=8, choices=Action)
+    changes = models.JSONField()
+    version = models.PositiveIntegerField()
+    at = models.DateTimeField()
+    # No constraint: a deleted user's entries keep their username.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    username = models.CharField(max_length=150, blank=True)
+    token = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    via = models.CharField(max_length=8, choices=Via)
+    request_id = models.CharField(max_length=128, blank=True)
+
+    objects = HeroHistoryQuerySet.as_manager()
+
+    class Meta:
+        db_table = "hrs_hero_history"
+        verbose_name = "hero history entry"
+        verbose_name_plural = "hero history"
+        ordering = ["-id"]
+        default_permissions = ("view",)  # entries are written by the database only
+        indexes = [
+            models.Index(fields=["hero_uuid", "-id"], name="ix_hrs_hero_history_hero"),
+            models.Index(fields=["username"], name="ix_hrs_hero_history_username"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.username or 'no user'} at {self.at}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        raise AppendOnly()
+
+    def delete(self, using: str | None = None, keep_parents: bool = False) -> tuple[int, dict]:
+        raise AppendOnly()
+
+
+async def ever_a_hero(db: Transport, hero: uuid.UUID) -> bool:
+    """Whether `hero` is or was a hero: it has history entries, or (if it is older than
+    the history) a row."""
+    if await db.read(HeroHistory, hero_first_entry, (), {"hero": hero}):
+        return True
+    return bool(await db.read(Hero, hero_by_pk, (), {"pk": hero}))
+
+
+def hero_entries(shape: Shape, *, hero: uuid.UUID) -> HeroHistoryQuerySet:
+    return HeroHistory.objects.of(hero)
+
+
+def hero_first_entry(shape: Shape, *, hero: uuid.UUID) -> HeroHistoryQuerySet:
+    return HeroHistory.objects.of(hero)[:1]
 
 
 class ApiToken(models.Model):
@@ -578,6 +703,7 @@ class ApiToken(models.Model):
             api_tokens__key_hash=key_hash, api_tokens__revoked_at=None, is_active=True
         ).annotate(
             token_id=F("api_tokens__pk"),
+            token_name=F("api_tokens__name"),  # for the history (heroes_site.db.writers)
             token_needs_touch=ExpressionWrapper(
                 Q(api_tokens__last_used_at=None) | Q(api_tokens__last_used_at__lt=touch_before),
                 output_field=models.BooleanField(),

@@ -86,6 +86,33 @@ class HeroRead(BaseModel):
     updated_at: datetime
 
 
+def none_if_blank(value: object) -> object:
+    return value or None
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    action: Literal["created", "changed", "deleted"]
+    at: datetime = Field(description="When the database wrote it (UTC).")
+    version: int = Field(description="The hero's version after the write.")
+    user: Annotated[str | None, BeforeValidator(none_if_blank)] = Field(
+        validation_alias="username",
+        description="Who wrote it: a username; null for a write without a user (a command).",
+    )
+    token: str | None = Field(description="The name of the API token it was written with.")
+    via: Literal["api", "pages", "admin", "other"] = Field(
+        description="The door it came through; `other`: a command, the shell."
+    )
+    request_id: Annotated[str | None, BeforeValidator(none_if_blank)] = Field(
+        description="The X-Request-ID of the request that wrote it."
+    )
+    changes: dict[str, tuple[str | None, str | None]] = Field(
+        description="Each field written, [before, after]: every field when created "
+        "(before null) or deleted (after null), the changed ones when changed."
+    )
+
+
 class ReplicaHealth(Schema):
     name: str = Field(description="The replica's database alias: replica_1, replica_2, ...")
     status: Literal["ok", "unavailable"]

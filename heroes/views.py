@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.messages.views import SuccessMessageMixin
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.urls import reverse_lazy
@@ -11,7 +12,7 @@ from django.utils.functional import cached_property
 from django.views import generic
 
 from .forms import HeroDeleteForm, HeroForm, HeroSearchForm, StoredHeroForm
-from .models import Hero, HeroNotSaved, HeroQuerySet
+from .models import Hero, HeroHistory, HeroNotSaved, HeroQuerySet
 from .pagination import LookaheadPaginator
 
 
@@ -34,7 +35,19 @@ class HeroListView(generic.ListView):
 
 
 class HeroDetailView(generic.DetailView):
+    """A hero; to users who may see it (heroes.view_herohistory), its history too."""
+
     model = Hero
+    history_per_page = 10
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        if self.request.user.has_perm("heroes.view_herohistory"):
+            entries = HeroHistory.objects.of(self.object.pk)
+            context["last_change"] = entries.first()
+            pages = Paginator(entries, self.history_per_page)
+            context["history"] = pages.get_page(self.request.GET.get("history"))
+        return context
 
 
 if TYPE_CHECKING:

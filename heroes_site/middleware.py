@@ -51,6 +51,7 @@ def request_log(get_response: Handler) -> Handler:
         request_id = request.headers.get("X-Request-ID", "")
         if not REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]  # for the history
         response = await get_response(request)
         response["X-Request-ID"] = request_id
         duration_ms = round((time.perf_counter() - started) * 1000, 1)

@@ -140,6 +140,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "heroes_site.middleware.request_log",
+    "heroes_site.db.writers.attribute_writes",
     "heroes_site.middleware.api_errors_as_json",
     "heroes_site.middleware.content_security_policy",
     "heroes_site.replicas.replica_reads",

@@ -1,10 +1,13 @@
+import asyncio
 import inspect
 import io
 import logging
 import logging.config
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -13,12 +16,13 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from heroes.forms import StoredHeroForm
 from heroes.models import ApiToken, Hero
-from heroes_site.db import serving
+from heroes_site.db import Transport, serving
+from heroes_site.db.transports import OnPools
 
 from .helpers import BROWSER_WAIT_MS, CHROMIUM, CHROMIUM_ARGS, HERO_ACTIONS, load_data, make_user
 
@@ -80,6 +84,20 @@ def transport(request: pytest.FixtureRequest) -> str:
 async def pools() -> AsyncIterator[None]:
     async with serving():
         yield
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """On SQLite the test database is a file, not Django's shared in-memory database:
+    writers in other threads then wait for each other's lock (up to the connection's
+    timeout), as on a real database, rather than fail at once ("database table is
+    locked"), so races run on SQLite too."""
+    default = settings.DATABASES[DEFAULT_DB_ALIAS]
+    if default["ENGINE"] == "django.db.backends.sqlite3":
+        test_database = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
+        default.setdefault("TEST", {})["NAME"] = str(test_database)
 
 
 @pytest.fixture(autouse=True)
@@ -152,6 +170,30 @@ def after_validation(monkeypatch):
         monkeypatch.setattr(StoredHeroForm, "full_clean", validate_then_act)
 
     return another_writer
+
+
+@pytest.fixture
+def hold_writes(monkeypatch) -> Callable[[int], None]:
+    """hold_writes(n): hold every hero write with its read-back (the API's PATCH) until n
+    of them are about to happen, so that they hit the database at once: had a writer
+    checked the version before writing, all would have passed the check. On Django's
+    connections each waits in its request's thread, on the pools on the event loop."""
+
+    def hold(writers: int) -> None:
+        in_threads = threading.Barrier(writers, timeout=10)
+        on_the_loop = asyncio.Barrier(writers)
+        write_and_read = Transport.write_and_read
+
+        async def together(self: Transport, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(self, OnPools):
+                await asyncio.wait_for(on_the_loop.wait(), timeout=10)
+            else:
+                in_threads.wait()
+            return await write_and_read(self, *args, **kwargs)
+
+        monkeypatch.setattr(Transport, "write_and_read", together)
+
+    return hold
 
 
 @pytest.fixture

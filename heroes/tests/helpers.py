@@ -85,6 +85,25 @@ async def asgi_exchange(scope: dict, body: bytes) -> tuple[int, list[tuple[bytes
     return start["status"], start["headers"], content
 
 
+async def json_through_asgi(
+    method: str, url: str, payload: dict, headers: dict[str, str]
+) -> tuple[int, dict[str, str], dict]:
+    """A JSON request through the production ASGI app: each request on a thread, and so a
+    database connection, of its own (Django's AsyncClient runs every request's queries
+    on one shared thread, one after another). Status, headers, JSON body."""
+    scope = http_scope(
+        method,
+        url,
+        [
+            (b"content-type", b"application/json"),
+            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        ],
+    )
+    status, response_headers, body = await asgi_exchange(scope, json.dumps(payload).encode())
+    named = {name.decode().lower(): value.decode() for name, value in response_headers}
+    return status, named, json.loads(body)
+
+
 def load_data(name: str) -> dict:
     """A JSON file of test data from heroes/tests/data/."""
     return json.loads((DATA_DIR / f"{name}.json").read_text())

@@ -3,7 +3,6 @@ with every write checked in the database through the async ORM."""
 
 import asyncio
 import base64
-import json
 import threading
 import time
 import uuid
@@ -21,17 +20,15 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from psycopg_pool import PoolTimeout
 
-from heroes.models import ApiToken, Hero, HeroQuerySet
+from heroes.models import ApiToken, Hero
 from heroes_site.health import DirectProbe
 
 from .helpers import (
     NEWEST_FIRST_SQL,
     acaptured_queries,
-    asgi_exchange,
     hero_list_queries,
-    http_scope,
+    json_through_asgi,
     load_data,
-    needs_a_second_connection,
 )
 
 DATA = load_data("api")
@@ -505,55 +502,24 @@ async def test_writes_without_if_match_behave_as_before(api, hero):
     assert not await Hero.objects.filter(pk=hero.pk).aexists()
 
 
-async def patch_through_asgi(
-    url: str, payload: dict, headers: dict[str, str]
-) -> tuple[int, dict[str, str], dict]:
-    """A PATCH through the production ASGI handler: each request on a thread, and so a
-    database connection, of its own. (Django's AsyncClient runs every request's
-    queries on one shared thread, one after another.)"""
-    scope = http_scope(
-        "PATCH",
-        url,
-        [
-            (b"content-type", b"application/json"),
-            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
-        ],
-    )
-    status, response_headers, body = await asgi_exchange(scope, json.dumps(payload).encode())
-    named = {name.decode().lower(): value.decode() for name, value in response_headers}
-    return status, named, json.loads(body)
-
-
 WRITERS = 8
-
-
-@pytest.fixture
-def writes_held_until_all_arrive(monkeypatch) -> None:
-    """Hold every hero write until WRITERS of them are about to happen, so that they hit
-    the database at once: had a writer checked the version before writing, all would
-    have passed the check."""
-    all_arrived = threading.Barrier(WRITERS, timeout=10)
-    update = HeroQuerySet.update
-
-    def update_together(heroes: HeroQuerySet, **values: object) -> int:
-        all_arrived.wait()
-        return update(heroes, **values)
-
-    monkeypatch.setattr(HeroQuerySet, "update", update_together)
 
 
 @pytest.mark.asyncio  # on pytest-asyncio's own loop, so the requests really overlap
 @pytest.mark.django_db(transaction=True)
-@needs_a_second_connection
 async def test_of_concurrent_patches_with_one_if_match_exactly_one_writes(
-    writer_token, writes_held_until_all_arrive
+    writer_token, hold_writes
 ):
+    hold_writes(WRITERS)
     hero = await Hero.objects.acreate(nickname="Contested")
     url = f"{HEROES}/{hero.uuid}"
     headers = {"Authorization": f"Bearer {writer_token}", "If-Match": etag_of(hero)}
     try:
         answers = await asyncio.gather(
-            *(patch_through_asgi(url, {"nickname": f"Writer {n}"}, headers) for n in range(WRITERS))
+            *(
+                json_through_asgi("PATCH", url, {"nickname": f"Writer {n}"}, headers)
+                for n in range(WRITERS)
+            )
         )
         assert sorted(status for status, _, _ in answers) == [200] + [412] * (WRITERS - 1)
         stored_hero = await stored(hero)
@@ -792,13 +758,16 @@ async def test_openapi_describes_every_operation(async_client, settings):
         (hero_path, "get"),
         (hero_path, "patch"),
         (hero_path, "delete"),
+        (f"{hero_path}/history", "get"),
     }
     responses = {key: set(operation["responses"]) for key, operation in operations.items()}
+    assert responses[f"{hero_path}/history", "get"] == {"200", "401", "403", "404", "422"}
     assert responses[HEROES, "post"] == {"201", "401", "403", "409", "422"}
     assert responses[hero_path, "patch"] == {"200", "401", "403", "404", "409", "412", "422"}
     assert responses[hero_path, "delete"] == {"200", "401", "403", "404", "412"}
     assert responses[hero_path, "get"] == {"200", "304", "404"}
-    for key in [(HEROES, "post"), (hero_path, "patch"), (hero_path, "delete")]:
+    writes = [(HEROES, "post"), (hero_path, "patch"), (hero_path, "delete")]
+    for key in [*writes, (f"{hero_path}/history", "get")]:
         assert operations[key]["security"], key
     for key in [(HEROES, "post"), (hero_path, "patch")]:
         assert "requestBody" in operations[key]

@@ -38,7 +38,7 @@ from heroes.models import (
     ApiToken,
     Hero,
     hero_by_pk,
-    hero_page,
+    hero_listing,
     hero_update,
     search_key,
     token_owners,
@@ -46,7 +46,7 @@ from heroes.models import (
 from heroes_site.asgi import RequestThread, application
 from heroes_site.db import Delete, Statement, Transport, arun, run, serving, transports
 from heroes_site.db.statements import Statements, compile_statement
-from heroes_site.db.transports import OnDjangoConnections, OnPools, new_pool
+from heroes_site.db.transports import OnDjangoConnections, OnPools, narrowed, new_pool
 from heroes_site.replicas import WriteToReplica
 from heroes_site.settings import database_config
 
@@ -130,7 +130,10 @@ def page_shapes(world: list[Hero]) -> list[tuple[Any, dict]]:
         ("nobody", None),
     ]
     return [
-        ((ordering, lookup, window), {"search": search, "role": role, "position": position})
+        (
+            (hero_listing, ordering, lookup, window),
+            {"search": search, "role": role, "position": position},
+        )
         for ordering in (NEWEST_FIRST, OLDEST_FIRST)
         for lookup, position in positions
         for window in ((0, 21), (1, 3), (2, 101))
@@ -148,7 +151,7 @@ async def test_every_read_shape_finds_what_django_finds(world, writer, reader, s
     cases: list[tuple[type, Callable, Any, dict]] = [
         (Hero, hero_by_pk, (), {"pk": world[0].pk}),
         (Hero, hero_by_pk, (), {"pk": uuid.uuid4()}),
-        *((Hero, hero_page, shape, values) for shape, values in page_shapes(world)),
+        *((Hero, narrowed, shape, values) for shape, values in page_shapes(world)),
         *(
             (get_user_model(), token_owners, permissions, ApiToken.lookup(raw_token))
             for raw_token in [*tokens, "unknown"]
@@ -166,7 +169,7 @@ async def test_every_read_shape_finds_what_django_finds(world, writer, reader, s
             shape,
             values,
         )
-    sizes = [len(await evaluated(hero_page, s, v)) for s, v in page_shapes(world)]
+    sizes = [len(await evaluated(narrowed, s, v)) for s, v in page_shapes(world)]
     assert max(sizes) == len(world) and 0 in sizes  # whole pages, windows and no match
 
 
@@ -188,7 +191,7 @@ async def test_a_shape_is_compiled_once(world, monkeypatch, on):
             assert {found.role async for found in page} == {role}
 
     await on(read)
-    assert compiled == ["hero_by_pk", "hero_page"]
+    assert compiled == ["hero_by_pk", "narrowed"]
 
 
 def test_statements_it_cannot_compile_faithfully_are_refused():

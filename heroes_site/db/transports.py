@@ -35,9 +35,8 @@ from django.db import (
     OperationalError,
     connections,
     router,
-    transaction,
 )
-from django.db.models import Field, Model
+from django.db.models import Field, Model, QuerySet
 from django.dispatch import Signal
 from psycopg.adapt import AdaptersMap
 from psycopg.pq import Format
@@ -46,6 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 from heroes_site import replicas as routing
 
 from .statements import Builder, Shape, Statement, Values, compile_statement, statements
+from .writers import SET_WRITER, attributed, writer_json
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -178,8 +178,8 @@ class Transport(ABC):
 class OnDjangoConnections(Transport):
     """Django's own connections, of the calling thread; no method of it waits.
 
-    In an atomic block (the admin's, a test's) a write gets a savepoint, so that a
-    refused write (a nickname taken) leaves the transaction usable.
+    A batch with a write is one transaction (`attributed`: a savepoint in an atomic
+    block, the admin's or a test's, so that a refused write leaves it usable).
     """
 
     async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
@@ -190,10 +190,9 @@ class OnDjangoConnections(Transport):
     ) -> list[tuple[Rows, int]]:
         connection = connections[alias]
         results: list[tuple[Rows, int]] = []
-        for sql, params, writes in batch:
-            in_transaction_write = writes and connection.in_atomic_block
-            savepoint = transaction.atomic(using=alias) if in_transaction_write else nullcontext()
-            with savepoint, connection.cursor() as cursor:
+        writes = any(bound.writes for bound in batch)
+        with attributed(alias) if writes else nullcontext(), connection.cursor() as cursor:
+            for sql, params, _ in batch:
                 cursor.execute(sql, params)
                 results.append((cursor.fetchall() if cursor.description else [], cursor.rowcount))
         return results
@@ -295,11 +294,16 @@ class OnPools(Transport):
     async def send_sql(
         self, alias: str, batch: list[Bound], prepare: bool
     ) -> list[tuple[Rows, int]]:
+        writes = any(bound.writes for bound in batch)
         with connections[alias].wrap_database_errors:
             async with self.pools[alias].connection() as connection:
-                # Several statements are one round trip: a pipeline, one implicit
-                # transaction, so a read sees the write before it.
-                async with connection.pipeline() if len(batch) > 1 else nullcontext():
+                # Several statements are one round trip (a pipeline); with a write, one
+                # transaction, in which the database learns who writes (attributed).
+                pipeline = connection.pipeline() if len(batch) > 1 or writes else nullcontext()
+                one_transaction = connection.transaction() if writes else nullcontext()
+                async with pipeline, one_transaction:
+                    if writes and (writer := writer_json()) is not None:
+                        await connection.execute(SET_WRITER, [writer])
                     cursors = [
                         # Preparing needs server-side binding: psycopg's plain cursor.
                         await (
@@ -351,9 +355,9 @@ async def lifespan(receive: Callable, send: Callable) -> None:
 
 @dataclass(frozen=True)
 class CursorPage:
-    """A SELECT that ninja's CursorPagination narrows as it would a QuerySet (order_by,
-    a filter on its position, a slice) and reads (`async for`), made by `build` from
-    the shape (ordering, position lookup, window) and `values` plus `position`."""
+    """The SELECT `build` makes from `values`, as ninja's CursorPagination narrows a
+    QuerySet (order_by, a filter on its position, a slice) and reads it (`async for`);
+    compiled once per narrowing (see `narrowed`)."""
 
     model: type[Model]
     build: Builder
@@ -379,5 +383,19 @@ class CursorPage:
 
     async def read(self, db: Transport) -> list[Any]:
         lookup, position = self.position or (None, None)
-        shape = (self.ordering, lookup, self.window)
-        return await db.read(self.model, self.build, shape, {**self.values, "position": position})
+        shape = (self.build, self.ordering, lookup, self.window)
+        return await db.read(self.model, narrowed, shape, {**self.values, "position": position})
+
+
+def narrowed(
+    shape: tuple[Builder, tuple[str, ...], str | None, tuple[int, int] | None],
+    *,
+    position: object,
+    **values: Any,
+) -> QuerySet:
+    """CursorPage's statement: the builder's queryset, ordered, from its position, sliced."""
+    build, ordering, position_lookup, window = shape
+    queryset = cast(QuerySet, build((), **values)).order_by(*ordering)
+    if position_lookup:
+        queryset = queryset.filter(**{position_lookup: position})
+    return queryset[window[0] : window[1]] if window else queryset
