@@ -170,16 +170,21 @@ class HeroQuerySet(models.QuerySet["Hero"]):
 
     def update(self, **values: object) -> int:
         """Update these heroes, as Hero.written(values) says."""
-        with attributed(router.db_for_write(self.model)):
+        with attributed(self.write_db):
             return super().update(**self.model.written(values))
 
     def delete(self) -> tuple[int, dict[str, int]]:
-        with attributed(router.db_for_write(self.model)):
+        with attributed(self.write_db):
             return super().delete()
 
     def bulk_create(self, objs: Iterable["Hero"], *args: Any, **kwargs: Any) -> list["Hero"]:
-        with attributed(router.db_for_write(self.model)):
+        with attributed(self.write_db):
             return super().bulk_create(objs, *args, **kwargs)
+
+    @property
+    def write_db(self) -> str:
+        """The database this queryset writes to: its `db` once marked for writing."""
+        return self.select_for_update().db
 
     def at_versions(self, pk: uuid.UUID, versions: Collection[int] | None) -> "HeroQuerySet":
         """The hero `pk` if its stored version is one of `versions` (None: any): a filter,

@@ -29,6 +29,8 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.decorators import async_only_middleware
 
+from heroes_site.replicas import refuse_write_to_replica
+
 SET_WRITER = "SELECT set_config('heroes.writer', %s, true)"
 
 
@@ -84,7 +86,8 @@ def writer_json() -> str | None:
 def attributed(alias: str) -> Iterator[None]:
     """A transaction on `alias` (a savepoint in one already open) whose writes the
     database attributes to the current writer (none: "" undoes what an earlier write
-    in the same transaction set)."""
+    in the same transaction set). A replica's alias is refused (WriteToReplica)."""
+    refuse_write_to_replica(alias)
     with transaction.atomic(using=alias):
         connection = connections[alias]
         if connection.vendor == "postgresql":
