@@ -138,7 +138,8 @@ class Statement:
     sql: str | None  # None: Django knows it matches nothing (EmptyResultSet)
     params: tuple[object, ...] = ()
     slots: tuple[Slot, ...] = ()
-    reader: RowReader | None = None  # how a SELECT's rows are read; None for a write
+    reader: RowReader | None = None  # how a SELECT's rows are read as instances
+    writes: bool = False  # an UPDATE, a DELETE or an INSERT
 
     def bind(self, values: Values) -> list[Any]:
         params = list(self.params)
@@ -181,7 +182,8 @@ def compile_statement(build: Builder, shape: Shape, values: Values) -> Statement
     except EmptyResultSet:
         return Statement(sql=None)
     slots = tuple(locate(samples, params, connection))
-    return Statement(sql=sql, params=tuple(params), slots=slots, reader=reader)
+    writes = not isinstance(built, QuerySet)
+    return Statement(sql=sql, params=tuple(params), slots=slots, reader=reader, writes=writes)
 
 
 def locate(

@@ -146,7 +146,7 @@ class Transport(ABC):
         """Each statement's rows and row count on `alias`, in order, in one round trip
         where the transport can; one that Django knows matches nothing is not sent."""
         sent = [
-            Bound(statement.sql, statement.bind(values), statement.reader is None)
+            Bound(statement.sql, statement.bind(values), statement.writes)
             for statement, values in batch
             if statement.sql
         ]
