@@ -4,13 +4,25 @@ gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application
 """
 
 import gc
-import os
+import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from gunicorn.workers.base import Worker
 
-# The platform convention (Heroku, Render, ...): listen on $PORT on every interface.
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from heroes_site.environment import Environment
+
+# Read from the environment only (not .env), as gunicorn's own settings are.
+try:
+    env = Environment()
+    # The platform convention (Heroku, Render, ...): listen on $PORT on every interface.
+    port = env.whole_number("PORT", 8000, maximum=65535)  # 0: any free port
+    workers = env.whole_number("WEB_CONCURRENCY", 2, minimum=1)
+    # The TLS-terminating proxy in front of us may set X-Forwarded-* (see HTTPS in .env.example).
+    forwarded_allow_ips = env.text("FORWARDED_ALLOW_IPS", "127.0.0.1")
+except ImproperlyConfigured as error:
+    sys.exit(f"Configuration error: {error}")
+
+bind = f"0.0.0.0:{port}"
 # uvicorn's worker, refusing request heads over MAX_REQUEST_HEADER_SIZE (431).
 worker_class = "heroes_site.server.BoundedUvicornWorker"
 
@@ -19,9 +31,6 @@ worker_class = "heroes_site.server.BoundedUvicornWorker"
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
-
-# The TLS-terminating proxy in front of us may set X-Forwarded-* (see HTTPS in .env.example).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # No control socket: gunicorn would otherwise create ~/.gunicorn/gunicorn.ctl.
 control_socket_disable = True
