@@ -4,12 +4,17 @@ gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application
 """
 
 import gc
+import subprocess
 import sys
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from heroes_site.environment import Environment
+
+MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
 
 # Read from the environment only (not .env), as gunicorn's own settings are.
 try:
@@ -38,6 +43,17 @@ control_socket_disable = True
 # The app logs one line per request itself (heroes.requests, with its request id).
 accesslog = None
 errorlog = "-"
+
+
+def on_starting(server: Arbiter) -> None:
+    """Before anything listens: the app's settings and its database, checked by
+    `manage.py check_database`, so a mistake is one line and gunicorn stops, rather
+    than every worker failing to boot in turn (or serving 503s from the start). In a
+    process of its own: the master stays free of Django, so a reload (HUP) starts
+    workers with the code and settings as they are then."""
+    checked = subprocess.run([sys.executable, str(MANAGE), "check_database"], check=False)  # noqa: S603
+    if checked.returncode:
+        sys.exit(checked.returncode)
 
 
 def post_worker_init(worker: Worker) -> None:

@@ -2,7 +2,10 @@ import inspect
 import io
 import logging
 import logging.config
+import secrets
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -17,7 +20,7 @@ from heroes import event_loop_db
 from heroes.forms import StoredHeroForm
 from heroes.models import ApiToken, Hero
 
-from .helpers import CHROMIUM, CHROMIUM_ARGS, HERO_ACTIONS, load_data, make_user
+from .helpers import CHROMIUM, CHROMIUM_ARGS, HERO_ACTIONS, load_data, make_user, manage
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -219,3 +222,39 @@ def browser_page(browser: Browser, live_server) -> Iterator[Page]:
 page = pytest.fixture(browser_page, name="page")
 # A second browser, with cookies of its own: another user at the same time.
 other_page = pytest.fixture(browser_page, name="other_page")
+
+
+# What processes of their own (manage.py, make serve's server) start from, made once per
+# test process: a migrated SQLite database to copy, and make serve's static files.
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite database file with every migration applied; tests copy it (sqlite_url)."""
+    path = tmp_path_factory.mktemp("migrated") / "db.sqlite3"
+    result = manage("migrate", "--no-input", DATABASE_URL=f"sqlite:///{path}")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+@pytest.fixture
+def sqlite_url(migrated_sqlite: Path, tmp_path: Path) -> str:
+    """DATABASE_URL of a migrated SQLite database of this test's own."""
+    copy = tmp_path / "db.sqlite3"
+    shutil.copyfile(migrated_sqlite, copy)
+    return f"sqlite:///{copy}"
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory) -> Path:
+    """make serve's static files (hashed and compressed by collectstatic): a STATIC_ROOT."""
+    path = tmp_path_factory.mktemp("static")
+    result = manage(
+        "collectstatic",
+        "--no-input",
+        DEBUG="False",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        STATIC_ROOT=str(path),
+    )
+    assert result.returncode == 0, result.stderr
+    return path
