@@ -4,8 +4,11 @@ gunicorn -c heroes_site/gunicorn.conf.py heroes_site.asgi:application
 """
 
 import gc
+import http.client
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -54,6 +57,34 @@ def on_starting(server: Arbiter) -> None:
     checked = subprocess.run([sys.executable, str(MANAGE), "check_database"], check=False)  # noqa: S603
     if checked.returncode:
         sys.exit(checked.returncode)
+
+
+def when_ready(server: Arbiter) -> None:
+    """Once a worker answers, say where, in one line (the workers load the app first)."""
+    threading.Thread(target=say_when_ready, args=(server,), daemon=True).start()
+
+
+def say_when_ready(server: Arbiter, patience: float = 120) -> None:
+    host, port = server.LISTENERS[0].sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):  # noqa: S104 (every interface: this machine is one)
+        host = "127.0.0.1"
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            connection.request("GET", "/", headers={"X-Request-ID": "ready-check"})
+            redirect = connection.getresponse().getheader("Location", "")
+        except OSError:
+            time.sleep(0.1)
+            continue
+        finally:
+            connection.close()
+        note = ""
+        if redirect.startswith("https:"):
+            note = " (it redirects to https: for plain http on localhost, HTTPS=False)"
+        server.log.info("ready at http://%s:%s%s", host, port, note)
+        return
+    server.log.warning("no worker answered within %d s", patience)
 
 
 def post_worker_init(worker: Worker) -> None:

@@ -32,6 +32,28 @@ SERVED_APP = "heroes_site.asgi:application"
 # The servers' start
 
 
+def test_make_serve_says_once_where_it_is_ready(tmp_path, sqlite_url, collected_static):
+    env = production_env(tmp_path, DATABASE_URL=sqlite_url, STATIC_ROOT=str(collected_static))
+    log = tmp_path / "server.log"
+    server = start_gunicorn(env, log)  # returns once health answers 200: the check has run
+    try:
+        ready = wait_for_line(log, "ready at ")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert ready.endswith(f"ready at http://127.0.0.1:{env['PORT']}")
+    assert log.read_text().count("ready at ") == 1
+
+
+def wait_for_line(log: Path, text: str, seconds: float = 10) -> str:
+    """The first line of `log` with `text`, once there."""
+    for _ in range(int(seconds * 10)):
+        if lines := [line for line in log.read_text().splitlines() if text in line]:
+            return lines[0]
+        time.sleep(0.1)
+    pytest.fail(f"no {text!r} in the log:\n{log.read_text()}")
+
+
 # A server that is not there, and (in the PostgreSQL run) a database that is not.
 UNREACHABLE = [
     "down",
