@@ -34,6 +34,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
+from heroes_site.migrations_state import migrations_pending
 from heroes_site.replicas import areplica_statuses
 
 from . import event_loop_db
@@ -201,16 +202,18 @@ STALE = {412: Message}
 
 @router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
 async def health(request: HttpRequest) -> Status:
-    """200 when the primary database answers, else 503; each read replica's state."""
+    """200 when the primary database answers and has every migration, else 503; each
+    read replica's state."""
     up = await event_loop_db.database_is_up()
+    pending = up and await migrations_pending()
     replicas = await areplica_statuses()
     return Status(
-        200 if up else 503,
+        200 if up and not pending else 503,
         {
             "name": settings.PROJECT_NAME,
             "version": settings.VERSION,
             "description": settings.DESCRIPTION,
-            "database": "ok" if up else "unavailable",
+            "database": "migrations pending" if pending else "ok" if up else "unavailable",
             "replicas": replicas,
         },
     )

@@ -110,3 +110,46 @@ def test_the_server_does_not_start_without_its_database(kind, tmp_path, collecte
     assert "Traceback" not in server.stderr
 
 
+# Health knows the schema
+
+
+@pytest.fixture
+def migrations_forgotten():
+    """Health checks the migrations again, as a new process would; and forgets at the end."""
+    migrations_state.state.forget()
+    yield
+    migrations_state.state.forget()
+
+
+@pytest.mark.django_db
+def test_health_is_503_while_migrations_are_pending(client, migrations_forgotten, monkeypatch):
+    recorder = MigrationRecorder(connection)
+    last = max(name for app, name in recorder.applied_migrations() if app == "heroes")
+    recorder.record_unapplied("heroes", last)  # as if the code were a release ahead
+    response = client.get("/api/v1/health")
+    assert (response.status_code, response.json()["database"]) == (503, "migrations pending")
+
+    recorder.record_applied("heroes", last)  # another process migrates
+    assert client.get("/api/v1/health").status_code == 503  # not asked again at once
+    monkeypatch.setattr(migrations_state, "RECHECK_SECONDS", 0)
+    response = client.get("/api/v1/health")
+    assert (response.status_code, response.json()["database"]) == (200, "ok")
+
+
+@pytest.mark.django_db
+def test_health_reads_the_migrations_once(client, migrations_forgotten):
+    assert client.get("/api/v1/health").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            assert client.get("/api/v1/health").json()["database"] == "ok"
+    assert not [query for query in queries if "django_migrations" in query["sql"]]
+
+
+@pytest.mark.django_db
+def test_a_migrate_makes_health_check_again(migrations_forgotten):
+    migrations_state.state.check()
+    assert migrations_state.state.pending is False
+    call_command("migrate", "heroes", verbosity=0)  # nothing to do; sends post_migrate
+    assert migrations_state.state.pending is None
+
+
