@@ -5,8 +5,8 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test outage replica replica-stop replica-test serve bench scale screenshots \
-	superuser lint format
+.PHONY: install run demo test outage replica replica-stop replica-test serve bench scale \
+	screenshots superuser lint format
 
 install:
 	uv sync --locked
@@ -17,9 +17,15 @@ install:
 	sed "s/^SECRET_KEY=.*/SECRET_KEY=$$key/" .env.example > .env
 	@echo "Created .env from .env.example"
 
+PORT ?= 8000
 run: install .env
 	$(MANAGE) migrate
-	$(MANAGE) runserver 127.0.0.1:8000
+	$(MANAGE) runserver 127.0.0.1:$(PORT)
+
+# A first look: sample heroes and a throwaway staff login (printed once), with DEBUG on.
+demo: install .env
+	$(MANAGE) migrate
+	$(MANAGE) demo
 
 # The suite runs without read replicas, whatever .env says (make replica-test has its own).
 test: export DATABASE_REPLICA_URLS =
@@ -68,8 +74,10 @@ scale: install .env
 screenshots: install .env
 	uv run --locked pytest heroes/tests/screenshots.py
 
+# Asks on a terminal; with DJANGO_SUPERUSER_USERNAME set (and DJANGO_SUPERUSER_PASSWORD,
+# DJANGO_SUPERUSER_EMAIL), Django's createsuperuser takes them without asking.
 superuser: install .env
-	$(MANAGE) createsuperuser
+	$(MANAGE) createsuperuser $(if $(DJANGO_SUPERUSER_USERNAME),--no-input)
 
 # ruff (lint and format) and mypy with the Django plugin (which loads the settings, so .env).
 lint: install .env

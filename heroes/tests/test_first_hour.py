@@ -28,6 +28,88 @@ from .server import free_port, production_env, start_gunicorn
 
 SERVED_APP = "heroes_site.asgi:application"
 
+# A first look: make demo
+
+
+def make(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`make ARGS` in the repository, with no terminal; variables set here win."""
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.django_db
+def test_demo_adds_sample_heroes_and_a_staff_login_once(settings):
+    settings.DEBUG = True
+    first, second = io.StringIO(), io.StringIO()
+    call_command("demo", stdout=first)
+    heroes = {hero.nickname: hero.role for hero in Hero.objects.all()}
+    assert 40 <= len(heroes) <= 60
+    assert set(heroes.values()) == {"mage", "assassin", "warrior", "priest", "tank", None}
+    password = re.search(rf"username {DEMO_USERNAME}, password (\S+)", first.getvalue())[1]
+    demo = get_user_model().objects.get(username=DEMO_USERNAME)
+    assert demo.check_password(password)
+    assert demo.is_staff and not demo.is_superuser
+    assert demo.has_perms(["heroes.add_hero", "heroes.change_hero", "heroes.delete_hero"])
+
+    call_command("demo", stdout=second)
+    assert Hero.objects.count() == len(heroes)  # nothing added twice
+    assert get_user_model().objects.filter(username=DEMO_USERNAME).count() == 1
+    assert password not in second.getvalue()  # printed once
+    assert "none added" in second.getvalue()
+
+
+@pytest.mark.django_db
+def test_demo_keeps_heroes_already_there_and_adds_the_rest(settings):
+    settings.DEBUG = True
+    mine = Hero.objects.create(nickname="MYSTRA", role="priest")  # one of the sample's names
+    call_command("demo", stdout=io.StringIO())
+    mine.refresh_from_db()
+    assert (mine.nickname, mine.role, mine.version) == ("MYSTRA", "priest", 1)
+    assert Hero.objects.filter(nickname__iexact="mystra").count() == 1
+
+
+@pytest.mark.django_db
+def test_demo_is_refused_when_debug_is_off(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="only with DEBUG=True"):
+        call_command("demo", stdout=io.StringIO())
+    assert not Hero.objects.exists()
+    assert not get_user_model().objects.exists()
+
+
+def test_make_demo_migrates_then_loads_and_make_run_honours_port():
+    demo = make("--dry-run", "demo")
+    assert demo.returncode == 0, demo.stderr
+    assert re.search(r"manage\.py migrate\n.*manage\.py demo\n", demo.stdout)
+    run = make("--dry-run", "run", PORT="8123")
+    assert run.returncode == 0, run.stderr
+    assert "manage.py runserver 127.0.0.1:8123\n" in run.stdout
+
+
+def test_make_superuser_works_without_a_terminal(sqlite_url, tmp_path):
+    created = make(
+        "superuser",
+        DATABASE_URL=sqlite_url,
+        DJANGO_SUPERUSER_USERNAME="boss",
+        DJANGO_SUPERUSER_PASSWORD="a-long-boss-password",
+        DJANGO_SUPERUSER_EMAIL="boss@example.com",
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    check = (
+        "from django.contrib.auth import get_user_model; "
+        "boss = get_user_model().objects.get(username='boss'); "
+        "print(boss.is_superuser, boss.email, boss.check_password('a-long-boss-password'))"
+    )
+    result = manage("shell", "--no-imports", "-c", check, DATABASE_URL=sqlite_url)
+    assert result.stdout.split() == ["True", "boss@example.com", "True"], result.stderr
+
 
 # The servers' start
 
