@@ -287,20 +287,27 @@ LOGGING: dict[str, Any] = {
         "json": {"class": "heroes_site.log_formats.JsonFormatter"},
     },
     "filters": {
-        "suspicious_requests": {"()": "heroes_site.log_formats.SuspiciousRequestsAsWarnings"}
+        "suspicious_requests": {"()": "heroes_site.log_formats.SuspiciousRequestsAsWarnings"},
+        "request_id": {"()": "heroes_site.log_formats.RequestId"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["suspicious_requests"],
+            "filters": ["suspicious_requests", "request_id"],
         }
     },
+    # One handler writes every line once. Django's default logging gives "django" a
+    # plain console handler of its own under DEBUG (and mail to ADMINS), so each of its
+    # lines would be written twice: handlers [] removes them.
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
-        # heroes.requests already logs every request; keep Django's own 4xx notes out.
+        "django": {"handlers": [], "propagate": True},
+        # heroes.requests already logs every request; keep Django's own 4xx notes out,
+        # and runserver's line per request (django.server), which Django's default
+        # logging writes with a handler of its own, not at all.
         "django.request": {"level": "ERROR"},
-        "django.server": {"level": "WARNING"},
+        "django.server": {"handlers": [], "level": "CRITICAL", "propagate": True},
         "axes": {"level": "WARNING"},  # its lockout notes, not two lines per login
     },
 }
