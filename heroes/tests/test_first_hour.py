@@ -235,3 +235,15 @@ def test_a_migrate_makes_health_check_again(migrations_forgotten):
     assert migrations_state.state.pending is None
 
 
+# Odds and ends
+
+@pytest.mark.django_db
+def test_the_icon_is_linked_from_every_page_and_served_at_favicon_ico(client):
+    link = '<link rel="icon" href="/static/favicon.svg">'
+    assert link in client.get("/heroes/").content.decode()
+    assert link in client.get("/admin/login/").content.decode()
+    response = client.get("/favicon.ico")
+    assert (response.status_code, response["Location"]) == (302, "/static/favicon.svg")
+    assert "max-age=86400" in response["Cache-Control"]
+    icon = client.get("/static/favicon.svg")
+    assert (icon.status_code, icon["Content-Type"]) == (200, "image/svg+xml")
