@@ -165,6 +165,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "heroes_site.urls"
+TEST_RUNNER = "heroes_site.test_runner.PytestSuite"  # manage.py test points to make test
 WSGI_APPLICATION = "heroes_site.wsgi.application"
 ASGI_APPLICATION = "heroes_site.asgi.application"
 

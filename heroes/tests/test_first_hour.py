@@ -237,6 +237,14 @@ def test_a_migrate_makes_health_check_again(migrations_forgotten):
 
 # Odds and ends
 
+
+def test_manage_py_test_points_to_make_test():
+    result = manage("test")
+    assert result.returncode != 0
+    assert "make test" in result.stderr
+    assert "Found 0 test" not in result.stdout + result.stderr
+
+
 @pytest.mark.django_db
 def test_the_icon_is_linked_from_every_page_and_served_at_favicon_ico(client):
     link = '<link rel="icon" href="/static/favicon.svg">'
