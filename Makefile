@@ -8,8 +8,10 @@ MANAGE := uv run --locked python manage.py
 .PHONY: install run demo test outage replica replica-stop replica-test serve bench scale \
 	screenshots superuser lint format
 
+# Bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (as in many container
+# images), every manage.py, server and test process would otherwise compile Django again.
 install:
-	uv sync --locked
+	uv sync --locked --compile-bytecode
 
 # A development .env with a freshly generated SECRET_KEY, made once.
 .env:
