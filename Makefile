@@ -29,10 +29,13 @@ demo: install .env
 	$(MANAGE) migrate
 	$(MANAGE) demo
 
-# The suite runs without read replicas, whatever .env says (make replica-test has its own).
+# The suite runs without read replicas, whatever .env says (make replica-test has its own),
+# in one process per CPU (pytest-xdist; each with a test database of its own), a test
+# module at a time: its browser and its make serve server start once.
+TEST_PROCESSES ?= auto
 test: export DATABASE_REPLICA_URLS =
 test: install .env
-	uv run --locked pytest $(PYTEST_ARGS)
+	uv run --locked pytest -n $(TEST_PROCESSES) --dist loadscope $(PYTEST_ARGS)
 
 # Production-style: DEBUG off, hashed and compressed static files served by
 # servestatic, gunicorn with uvicorn workers (heroes_site/gunicorn.conf.py; PORT,

@@ -1,7 +1,9 @@
+import fcntl
 import inspect
 import io
 import logging
 import logging.config
+import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -225,16 +227,41 @@ other_page = pytest.fixture(browser_page, name="other_page")
 
 
 # What processes of their own (manage.py, make serve's server) start from, made once per
-# test process: a migrated SQLite database to copy, and make serve's static files.
+# test run and shared by pytest-xdist's workers: a migrated SQLite database to copy, and
+# make serve's static files.
+
+
+def made_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]
+) -> Path:
+    """The folder `name`, made by `make` in the first worker to ask, the others waiting."""
+    shared = tmp_path_factory.getbasetemp()  # this run's
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # this run's, above each worker's own
+    folder = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+        if not (folder / "done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / "done").touch()
+    return folder
+
+
+def run_manage(*args: str, **env: str) -> None:
+    result = manage(*args, **env)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory) -> Path:
     """A SQLite database file with every migration applied; tests copy it (sqlite_url)."""
-    path = tmp_path_factory.mktemp("migrated") / "db.sqlite3"
-    result = manage("migrate", "--no-input", DATABASE_URL=f"sqlite:///{path}")
-    assert result.returncode == 0, result.stderr
-    return path
+
+    def migrate(folder: Path) -> None:
+        run_manage("migrate", "--no-input", DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}")
+
+    return made_once(tmp_path_factory, "migrated", migrate) / "db.sqlite3"
 
 
 @pytest.fixture
@@ -248,13 +275,11 @@ def sqlite_url(migrated_sqlite: Path, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def collected_static(tmp_path_factory) -> Path:
     """make serve's static files (hashed and compressed by collectstatic): a STATIC_ROOT."""
-    path = tmp_path_factory.mktemp("static")
-    result = manage(
-        "collectstatic",
-        "--no-input",
-        DEBUG="False",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        STATIC_ROOT=str(path),
-    )
-    assert result.returncode == 0, result.stderr
-    return path
+
+    def collect(folder: Path) -> None:
+        secret = secrets.token_urlsafe(50)
+        run_manage(
+            "collectstatic", "--no-input", DEBUG="False", SECRET_KEY=secret, STATIC_ROOT=str(folder)
+        )
+
+    return made_once(tmp_path_factory, "static", collect)
