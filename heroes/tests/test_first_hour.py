@@ -110,6 +110,13 @@ def test_make_superuser_works_without_a_terminal(sqlite_url):
     assert PBKDF2PasswordHasher().verify("a-long-boss-password", password)  # Django's default
 
 
+def test_the_readme_gives_the_localhost_form_of_make_serve_first():
+    readme = (REPO_ROOT / "README.md").read_text()
+    commands = "\n".join(re.findall(r"```sh\n(.*?)```", readme, re.DOTALL))
+    first = re.search(r"^.*\bmake serve\b.*$", commands, re.MULTILINE)
+    assert first and first[0].startswith("HTTPS=False make serve"), first
+
+
 # The servers' start
 
 
