@@ -283,3 +283,16 @@ def collected_static(tmp_path_factory) -> Path:
         )
 
     return made_once(tmp_path_factory, "static", collect)
+
+
+# Fixtures of the tests that start a browser or a server of their own.
+SLOW_FIXTURES = {"browser", "live_server", "migrated_sqlite", "collected_static"}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's ordering, which it keeps otherwise
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of modules with such tests first: make test's pytest-xdist hands out a
+    module at a time, in the order of their first tests, and a long module handed out
+    last would run alone at the end."""
+    slow = {item.path for item in items if SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))}
+    items.sort(key=lambda item: item.path not in slow)
