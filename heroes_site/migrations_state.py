@@ -3,7 +3,8 @@
 An instance whose database is behind its code answers 500 on most pages, so health
 says 503 "migrations pending" and a load balancer sends it no traffic. Reading the
 migration graph costs a query and a walk through every migration module, so it is
-not done per request: once per process (at the first health check), then, while
+not done per request: once per process (as a gunicorn worker starts, see
+heroes_site/gunicorn.conf.py, else at the first health check), then, while
 migrations are pending, again at most every RECHECK_SECONDS (another process, such as
 the next release's `migrate`, may apply them), and again in this process after its
 own `migrate` (post_migrate). Once none are pending, none can appear without a new
