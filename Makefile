@@ -5,11 +5,13 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run test outage replica replica-stop replica-test serve bench scale screenshots \
-	superuser lint format
+.PHONY: install run demo test outage replica replica-stop replica-test serve bench scale \
+	screenshots superuser lint format
 
+# Bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (as in many container
+# images), every manage.py, server and test process would otherwise compile Django again.
 install:
-	uv sync --locked
+	uv sync --locked --compile-bytecode
 
 # A development .env with a freshly generated SECRET_KEY, made once.
 .env:
@@ -17,17 +19,27 @@ install:
 	sed "s/^SECRET_KEY=.*/SECRET_KEY=$$key/" .env.example > .env
 	@echo "Created .env from .env.example"
 
+PORT ?= 8000
 run: install .env
 	$(MANAGE) migrate
-	$(MANAGE) runserver 127.0.0.1:8000
+	$(MANAGE) runserver 127.0.0.1:$(PORT)
 
-# The suite runs without read replicas, whatever .env says (make replica-test has its own).
+# A first look: sample heroes and a throwaway staff login (printed once), with DEBUG on.
+demo: install .env
+	$(MANAGE) migrate
+	$(MANAGE) demo
+
+# The suite runs without read replicas, whatever .env says (make replica-test has its own),
+# in one process per CPU (pytest-xdist; each with a test database of its own), a test
+# module at a time: its browser and its make serve server start once.
 # COVERAGE=1 also measures the lines of the data layer (heroes_site/db/) the run executes
 # and fails below COVERAGE_MIN percent (.ci/run does so on SQLite).
+TEST_PROCESSES ?= auto
 COVERAGE_MIN ?= 85
 test: export DATABASE_REPLICA_URLS =
 test: install .env
-	uv run --locked pytest $(if $(COVERAGE),--cov=heroes_site/db --cov-report=term-missing \
+	uv run --locked pytest -n $(TEST_PROCESSES) --dist loadscope \
+		$(if $(COVERAGE),--cov=heroes_site/db --cov-report=term-missing \
 		--cov-fail-under=$(COVERAGE_MIN)) $(PYTEST_ARGS)
 
 # Production-style: DEBUG off, hashed and compressed static files served by
@@ -72,8 +84,10 @@ scale: install .env
 screenshots: install .env
 	uv run --locked pytest heroes/tests/screenshots.py
 
+# Asks on a terminal; with DJANGO_SUPERUSER_USERNAME set (and DJANGO_SUPERUSER_PASSWORD,
+# DJANGO_SUPERUSER_EMAIL), Django's createsuperuser takes them without asking.
 superuser: install .env
-	$(MANAGE) createsuperuser
+	$(MANAGE) createsuperuser $(if $(DJANGO_SUPERUSER_USERNAME),--no-input)
 
 # ruff (lint and format) and mypy with the Django plugin (which loads the settings, so .env).
 lint: install .env

@@ -179,9 +179,12 @@ class ApiTokenAdmin(CheckedSelectionMixin, admin.ModelAdmin):
             # Another user's id, posted anyway, is "not one of the available choices".
             # (The admin's user is logged in: its pk is never AnonymousUser's None.)
             kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)  # type: ignore[misc]
-            kwargs["initial"] = request.user.pk
             kwargs["empty_label"] = None
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        # Most tokens are for oneself: the add form starts with the user who opens it.
+        return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: ApiToken | None = None

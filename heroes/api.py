@@ -212,7 +212,8 @@ STALE = {412: Message}
 
 @router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
 async def health(request: HttpRequest) -> Status:
-    """200 when the primary database answers, else 503; each read replica's state."""
+    """200 when the primary database answers and has every migration, else 503; each
+    read replica's state."""
     report = await database_report()
     return Status(
         200 if report["database"] == "ok" else 503,

@@ -126,7 +126,7 @@ class HealthCheck(Schema):
     name: str
     version: str
     description: str
-    database: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable", "migrations pending"]
     replicas: list[ReplicaHealth] = Field(
         description="The read replicas (DATABASE_REPLICA_URLS); an unavailable replica does "
         "not fail the check: its reads go to the primary."

@@ -18,6 +18,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
 
 from heroes_site import replicas as routing
 from heroes_site.db import Statement, Transport, arun
+from heroes_site.migrations_state import migrations_pending
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,13 @@ direct_probe = DirectProbe()
 
 
 async def database_report() -> dict:
-    """The database's part of the health check: `database` ("ok" or "unavailable", as
-    the primary answers) and `replicas` (replica_statuses)."""
+    """The database's part of the health check: `database` ("ok"; "unavailable" when
+    the primary does not answer, "migrations pending" when it lacks migrations this
+    code has) and `replicas` (replica_statuses)."""
     up = await database_is_up()
+    pending = up and await migrations_pending()
     return {
-        "database": "ok" if up else "unavailable",
+        "database": "migrations pending" if pending else "ok" if up else "unavailable",
         "replicas": await arun(replica_statuses) if routing.replicas.aliases else [],
     }
 

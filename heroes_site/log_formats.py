@@ -1,11 +1,22 @@
 """How log lines are written (settings.LOGGING): text or JSON, one line per record,
-whoever the logger and whatever the request put into its message."""
+whoever the logger and whatever the request put into its message, with the id of the
+request being served."""
 
 import json
 import logging
 import re
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from django.core.exceptions import SuspiciousOperation
+from django.http import HttpRequest
+
+# The id of the request being served (set by heroes_site.middleware.request_log), seen by
+# everything that runs for it: its thread for sync work copies the context.
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+# Where request_log also keeps it, for what Django logs of a request after the middleware
+# has returned (django.request's line for a 5xx response), with the request attached.
+REQUEST_ID_KEY = "REQUEST_ID"  # in request.META, where no header can put it
 
 # The attributes every LogRecord has; anything else was passed with `extra=`.
 STANDARD_ATTRIBUTES = {*vars(logging.makeLogRecord({})), "message", "asctime"}
@@ -36,16 +47,34 @@ def escape_lines(text: str) -> list[str]:
     return [escape_control_characters(line) for line in text.split("\n")]
 
 
+class RequestId(logging.Filter):
+    """Gives each record written while a request is served that request's id
+    (`request_id`), whichever logger writes it: errors and warnings too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "request_id"):
+            return True
+        request = getattr(record, "request", None)
+        if request_id := current_request_id.get() or (
+            request.META.get(REQUEST_ID_KEY) if isinstance(request, HttpRequest) else None
+        ):
+            record.request_id = request_id
+        return True
+
+
 class TextFormatter(logging.Formatter):
-    """`format`, with the message escaped so a record is one line; a traceback
-    follows on lines of its own, indented, so that every line beginning at the left
-    margin starts a record."""
+    """`format`, then ` request_id=...` for a record with one (RequestId), with the
+    line escaped so a record is one line; a traceback follows on lines of its own,
+    indented, so that every line beginning at the left margin starts a record."""
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = record.getMessage()
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
-        lines = [escape_control_characters(self.formatMessage(record))]
+        line = self.formatMessage(record)
+        if request_id := getattr(record, "request_id", None):
+            line += f" request_id={request_id}"
+        lines = [escape_control_characters(line)]
         if record.exc_info:
             lines += ["  " + line for line in escape_lines(self.formatException(record.exc_info))]
         if record.stack_info:
@@ -62,7 +91,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": self.formatTime(record),
+            "time": iso_time(record),
             "level": record.levelname,
             "logger": record.name,
             "message": escape_control_characters(record.getMessage()),
@@ -75,6 +104,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = "\n".join(escape_lines(self.formatException(record.exc_info)))
         return json.dumps(entry, default=lambda value: escape_control_characters(str(value)))
+
+
+def iso_time(record: logging.LogRecord) -> str:
+    """When the record was made: ISO 8601 in UTC, to the millisecond."""
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class SuspiciousRequestsAsWarnings(logging.Filter):

@@ -16,6 +16,7 @@ from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
 
 from . import views
+from .log_formats import REQUEST_ID_KEY, current_request_id
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
@@ -44,24 +45,29 @@ CONTENT_SECURITY_POLICY = "; ".join(
 def request_log(get_response: Handler) -> Handler:
     """One log line per request (method, path, status, duration, request id), and
     the request id echoed in X-Request-ID. Only these fields are logged: never
-    headers, query strings, bodies or cookies, so no credential reaches the logs."""
+    headers, query strings, bodies or cookies, so no credential reaches the logs.
+    Every other line logged while the request is served carries its id too
+    (heroes_site.log_formats.RequestId reads it)."""
 
     async def middleware(request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         request_id = request.headers.get("X-Request-ID", "")
         if not REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
-        request.request_id = request_id  # type: ignore[attr-defined]  # for the history
-        response = await get_response(request)
+        request.META[REQUEST_ID_KEY] = request_id
+        serving = current_request_id.set(request_id)
+        try:
+            response = await get_response(request)
+        finally:
+            current_request_id.reset(serving)
         response["X-Request-ID"] = request_id
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
         request_logger.info(
-            "%s %s %s %.1fms request_id=%s",
+            "%s %s %s %.1fms",
             request.method,
             request.path,
             response.status_code,
             duration_ms,
-            request_id,
             extra={
                 "method": request.method,
                 "path": request.path,

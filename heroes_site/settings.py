@@ -14,10 +14,12 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from heroes_site.environment import Environment
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")  # never overrides variables already set
+env = Environment()  # each read checked: a bad value is one line naming the variable
 
 
 def package_version() -> str:
@@ -55,11 +57,7 @@ def database_config(url: str) -> dict[str, Any]:
     config["OPTIONS"] = {
         "connect_timeout": 5,
         **config.get("OPTIONS", {}),
-        "pool": {
-            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
-            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
-        },
+        "pool": dict(database_pool),
     }
     return config
 
@@ -79,7 +77,7 @@ def replica_config(alias: str, url: str) -> dict[str, Any]:
         raise invalid
     config["ENGINE"] = "heroes_site.replica_backend"
     # A read waits this long for a replica's connection before it is served elsewhere.
-    config["OPTIONS"]["pool"]["timeout"] = env.float("DATABASE_REPLICA_TIMEOUT", default=1.0)
+    config["OPTIONS"]["pool"]["timeout"] = replica_timeout
     config["OPTIONS"]["pool"]["name"] = alias  # in psycopg's log lines
     config["OPTIONS"]["connect_timeout"] = 2  # libpq's minimum
     # Tests: the replica alias points at the test database, which replication copies.
@@ -87,9 +85,9 @@ def replica_config(alias: str, url: str) -> dict[str, Any]:
     return config
 
 
-DEBUG: bool = env.bool("DEBUG", default=False)
+DEBUG: bool = env.flag("DEBUG", False)
 
-SECRET_KEY: str = env.str("SECRET_KEY", default="")
+SECRET_KEY: str = env.text("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -97,24 +95,35 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "django-insecure-development-only"  # noqa: S105 (DEBUG only)
 
-ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
-CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS: list[str] = env.text_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.text_list("CSRF_TRUSTED_ORIGINS", [])
 
-PROJECT_NAME: str = env.str("PROJECT_NAME", default="Heroes")
-VERSION: str = env.str("VERSION", default="") or package_version()
-DESCRIPTION: str = env.str("DESCRIPTION", default="The API for Heroes app.")
-API_V1_PREFIX: str = env.str("API_V1_PREFIX", default="/api/v1")
+PROJECT_NAME: str = env.text("PROJECT_NAME", "Heroes")
+VERSION: str = env.text("VERSION", "") or package_version()
+DESCRIPTION: str = env.text("DESCRIPTION", "The API for Heroes app.")
+API_V1_PREFIX: str = env.text("API_V1_PREFIX", "/api/v1")
+if not API_V1_PREFIX.startswith("/") or not API_V1_PREFIX.strip("/"):
+    raise ImproperlyConfigured(
+        f"API_V1_PREFIX must be a path such as /api/v1, not {API_V1_PREFIX!r}"
+    )
 
 # Bounded requests: a body over DATA_UPLOAD_MAX_MEMORY_SIZE bytes is refused with 413
 # before it is read (heroes_site.asgi, heroes_site.middleware.request_body_limit); a request
 # line plus headers over MAX_REQUEST_HEADER_SIZE bytes with 431 (heroes_site.server).
-DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int(
-    "DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.whole_number(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1, unit="bytes"
 )  # 2.5 MB
-MAX_REQUEST_HEADER_SIZE: int = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
+MAX_REQUEST_HEADER_SIZE: int = env.whole_number(
+    "MAX_REQUEST_HEADER_SIZE", 64 * 1024, minimum=1, unit="bytes"
+)
+
+# make serve's gunicorn reads WEB_CONCURRENCY (heroes_site/gunicorn.conf.py), and fails
+# on a bad one with a traceback before it reads its configuration; make serve runs
+# manage.py first, which stops on it here with one line.
+env.whole_number("WEB_CONCURRENCY", 2, minimum=1)
 
 # Served over HTTPS, usually behind a TLS-terminating proxy that sets X-Forwarded-Proto.
-HTTPS: bool = env.bool("HTTPS", default=not DEBUG)
+HTTPS: bool = env.flag("HTTPS", not DEBUG)
 if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
@@ -162,6 +171,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "heroes_site.urls"
+TEST_RUNNER = "heroes_site.test_runner.PytestSuite"  # manage.py test points to make test
 WSGI_APPLICATION = "heroes_site.wsgi.application"
 ASGI_APPLICATION = "heroes_site.asgi.application"
 
@@ -180,11 +190,23 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": database_config(env.str("DATABASE_URL", default="sqlite:///db.sqlite3"))}
+# PostgreSQL's pools, per process (read, and so checked, whichever the database).
+database_pool = {
+    "min_size": env.whole_number("DATABASE_POOL_MIN_SIZE", 2),
+    "max_size": env.whole_number("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
+    "timeout": env.seconds("DATABASE_POOL_TIMEOUT", 3.0),
+}
+if database_pool["max_size"] < database_pool["min_size"]:
+    raise ImproperlyConfigured(
+        f"DATABASE_POOL_MAX_SIZE ({database_pool['max_size']}) must be at least "
+        f"DATABASE_POOL_MIN_SIZE ({database_pool['min_size']})"
+    )
+replica_timeout = env.seconds("DATABASE_REPLICA_TIMEOUT", 1.0)
+DATABASES = {"default": database_config(env.text("DATABASE_URL", "sqlite:///db.sqlite3"))}
 # Read replicas (SPEC §12): every alias but "default" is one. The router sends
 # anonymous reads to them and everything else to "default"; without replicas it
 # sends everything to "default".
-for number, url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[]), start=1):
+for number, url in enumerate(env.text_list("DATABASE_REPLICA_URLS", []), start=1):
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL")
     DATABASES[f"replica_{number}"] = replica_config(f"replica_{number}", url.strip())
@@ -210,16 +232,10 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 
-
-def positive_int(name: str, default: int) -> int:
-    value = env.str(name, default=str(default))
-    if not value.isdigit() or int(value) < 1:
-        raise ImproperlyConfigured(f"{name} must be a whole number of at least 1, not {value!r}")
-    return int(value)
-
-
-AXES_FAILURE_LIMIT = positive_int("AXES_FAILURE_LIMIT", 5)
-AXES_COOLOFF_TIME = timedelta(minutes=positive_int("AXES_COOLOFF_MINUTES", 15))
+AXES_FAILURE_LIMIT = env.whole_number("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env.whole_number("AXES_COOLOFF_MINUTES", 15, minimum=1, unit="minutes")
+)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # Each attempt while locked restarts the cool-off (axes' default; the 429 page says so).
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
@@ -243,7 +259,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / env.str("STATIC_ROOT", default="staticfiles")  # relative to the repo
+STATIC_ROOT = BASE_DIR / env.text("STATIC_ROOT", "staticfiles")  # relative to the repo
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -264,9 +280,8 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
-LOG_FORMAT: str = env.str("LOG_FORMAT", default="text")
-if LOG_FORMAT not in ("text", "json"):
-    raise ImproperlyConfigured("LOG_FORMAT must be text or json")
+LOG_FORMAT: str = env.one_of("LOG_FORMAT", "text", ["text", "json"])
+LOG_LEVEL: str = env.one_of("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -279,20 +294,27 @@ LOGGING: dict[str, Any] = {
         "json": {"class": "heroes_site.log_formats.JsonFormatter"},
     },
     "filters": {
-        "suspicious_requests": {"()": "heroes_site.log_formats.SuspiciousRequestsAsWarnings"}
+        "suspicious_requests": {"()": "heroes_site.log_formats.SuspiciousRequestsAsWarnings"},
+        "request_id": {"()": "heroes_site.log_formats.RequestId"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["suspicious_requests"],
+            "filters": ["suspicious_requests", "request_id"],
         }
     },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # One handler writes every line once. Django's default logging gives "django" a
+    # plain console handler of its own under DEBUG (and mail to ADMINS), so each of its
+    # lines would be written twice: handlers [] removes them.
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
-        # heroes.requests already logs every request; keep Django's own 4xx notes out.
+        "django": {"handlers": [], "propagate": True},
+        # heroes.requests already logs every request; keep Django's own 4xx notes out,
+        # and runserver's line per request (django.server), which Django's default
+        # logging writes with a handler of its own, not at all.
         "django.request": {"level": "ERROR"},
-        "django.server": {"level": "WARNING"},
+        "django.server": {"handlers": [], "level": "CRITICAL", "propagate": True},
         "axes": {"level": "WARNING"},  # its lockout notes, not two lines per login
     },
 }

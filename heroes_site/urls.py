@@ -6,8 +6,11 @@ from django.views.generic import RedirectView
 
 from heroes.api import api
 
+from . import views
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="heroes:list")),
+    path("favicon.ico", views.favicon),
     path("heroes/", include("heroes.urls")),
     path(
         "accounts/login/",

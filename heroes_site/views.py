@@ -1,13 +1,23 @@
-"""The site's own pages, which are no hero's: the answers to a refused request.
+"""The site's own pages, which are no hero's: the answers to a refused request, and
+the icon at /favicon.ico.
 
 Django's default views render 400.html, 403.html, 404.html and 500.html; these are
 the ones it has no default for, or renders in a way that does not suit the site.
 """
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
+from django.templatetags.static import static
+from django.views.decorators.cache import cache_control
+
+
+@cache_control(max_age=24 * 60 * 60)
+async def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """/favicon.ico, which browsers (and crawlers) ask for whatever the page links: the
+    site's icon, static/favicon.svg, as base.html and the admin link it."""
+    return HttpResponseRedirect(static("favicon.svg"))
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:

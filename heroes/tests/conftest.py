@@ -1,12 +1,15 @@
 import asyncio
+import fcntl
 import inspect
 import io
 import logging
 import logging.config
 import os
 import secrets
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,7 +27,15 @@ from heroes.models import ApiToken, Hero
 from heroes_site.db import Transport, serving
 from heroes_site.db.transports import OnPools
 
-from .helpers import BROWSER_WAIT_MS, CHROMIUM, CHROMIUM_ARGS, HERO_ACTIONS, load_data, make_user
+from .helpers import (
+    BROWSER_WAIT_MS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    HERO_ACTIONS,
+    load_data,
+    make_user,
+    manage,
+)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -279,3 +290,75 @@ def browser_page(browser: Browser, live_server) -> Iterator[Page]:
 page = pytest.fixture(browser_page, name="page")
 # A second browser, with cookies of its own: another user at the same time.
 other_page = pytest.fixture(browser_page, name="other_page")
+
+
+# What processes of their own (manage.py, make serve's server) start from, made once per
+# test run and shared by pytest-xdist's workers: a migrated SQLite database to copy, and
+# make serve's static files.
+
+
+def made_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]
+) -> Path:
+    """The folder `name`, made by `make` in the first worker to ask, the others waiting."""
+    shared = tmp_path_factory.getbasetemp()  # this run's
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # this run's, above each worker's own
+    folder = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+        if not (folder / "done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / "done").touch()
+    return folder
+
+
+def run_manage(*args: str, **env: str) -> None:
+    result = manage(*args, **env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite database file with every migration applied; tests copy it (sqlite_url)."""
+
+    def migrate(folder: Path) -> None:
+        run_manage("migrate", "--no-input", DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}")
+
+    return made_once(tmp_path_factory, "migrated", migrate) / "db.sqlite3"
+
+
+@pytest.fixture
+def sqlite_url(migrated_sqlite: Path, tmp_path: Path) -> str:
+    """DATABASE_URL of a migrated SQLite database of this test's own."""
+    copy = tmp_path / "db.sqlite3"
+    shutil.copyfile(migrated_sqlite, copy)
+    return f"sqlite:///{copy}"
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory) -> Path:
+    """make serve's static files (hashed and compressed by collectstatic): a STATIC_ROOT."""
+
+    def collect(folder: Path) -> None:
+        secret = secrets.token_urlsafe(50)
+        run_manage(
+            "collectstatic", "--no-input", DEBUG="False", SECRET_KEY=secret, STATIC_ROOT=str(folder)
+        )
+
+    return made_once(tmp_path_factory, "static", collect)
+
+
+# Fixtures of the tests that start a browser or a server of their own.
+SLOW_FIXTURES = {"browser", "live_server", "migrated_sqlite", "collected_static"}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's ordering, which it keeps otherwise
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of modules with such tests first: make test's pytest-xdist hands out a
+    module at a time, in the order of their first tests, and a long module handed out
+    last would run alone at the end."""
+    slow = {item.path for item in items if SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))}
+    items.sort(key=lambda item: item.path not in slow)

@@ -397,6 +397,17 @@ def test_admin_issues_a_token_and_shows_it_once(superuser_client, writer):
     assert token.prefix in page.content.decode()
 
 
+@pytest.mark.parametrize("as_superuser", [True, False], ids=["superuser", "staff"])
+def test_the_add_token_form_starts_with_the_user_who_opens_it(
+    client, superuser, token_staff, writer, as_superuser
+):
+    user = superuser if as_superuser else token_staff
+    client.force_login(user)
+    page = client.get(reverse("admin:heroes_apitoken_add"))
+    assert page.context["adminform"].form["user"].value() == user.pk
+    assert f'<option value="{user.pk}" selected>' in page.content.decode()
+
+
 def test_admin_revokes_tokens_and_shows_last_use(superuser_client, writer):
     used, _ = ApiToken.issue(writer, "used")
     ApiToken.objects.filter(pk=used.pk).update(last_used_at=timezone.now())
@@ -449,7 +460,7 @@ def test_staff_issue_tokens_for_themselves(client, token_staff, superuser):
     client.force_login(token_staff)
     form = client.get(TOKEN_ADD).context["adminform"].form
     assert list(form.fields["user"].queryset) == [token_staff]  # no one else to choose
-    assert form.fields["user"].initial == token_staff.pk
+    assert form["user"].value() == token_staff.pk
     response = client.post(TOKEN_ADD, {"user": token_staff.pk, "name": "mine"})
     assert response.status_code == 200
     token = ApiToken.objects.get()

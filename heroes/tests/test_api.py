@@ -21,6 +21,7 @@ from django.utils import timezone
 from psycopg_pool import PoolTimeout
 
 from heroes.models import ApiToken, Hero
+from heroes_site import migrations_state
 from heroes_site.db.writers import SET_WRITER
 from heroes_site.health import DirectProbe
 
@@ -108,6 +109,7 @@ def every_pooled_connection_taken():
     requests would, and give them back at the end."""
     if connection.vendor != "postgresql":
         pytest.skip("the connection pool is PostgreSQL's; this runs in the PostgreSQL suite")
+    migrations_state.state.check()  # as a worker does when it starts (gunicorn.conf.py)
     connection.close()  # this thread's: health must not find one open, as in production
     pool = connection.pool
     pool.open()

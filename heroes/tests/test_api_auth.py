@@ -1,5 +1,6 @@
 """Who may write through the API: bearer tokens, sessions with CSRF, permissions."""
 
+import io
 import uuid
 
 import pytest
@@ -228,6 +229,16 @@ def test_create_api_token_prints_a_working_token_last(writer, capsys):
     assert token.user == writer
     assert token.key_hash == ApiToken.hash(raw_token)
     assert async_to_sync(ApiToken.auser_for)(raw_token) == writer
+
+
+@pytest.mark.django_db
+def test_create_api_token_says_it_issued_the_token_in_green_not_in_error_red(writer):
+    said, printed = io.StringIO(), io.StringIO()
+    call_command("create_api_token", "writer", stdout=printed, stderr=said, force_color=True)
+    assert "issued for writer" in said.getvalue()
+    assert said.getvalue().startswith("\x1b[32;1m")  # Django's SUCCESS style
+    assert "\x1b[31" not in said.getvalue()  # ERROR's red
+    assert len(printed.getvalue().splitlines()) == 1  # stdout: the token alone
 
 
 @pytest.mark.django_db

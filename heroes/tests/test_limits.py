@@ -1,9 +1,10 @@
 """Bounded requests (SPEC §11): a body over DATA_UPLOAD_MAX_MEMORY_SIZE gets 413 before
 it is read, and a request head over MAX_REQUEST_HEADER_SIZE is refused, without a worker
-growing. Shown on `make serve`'s server over raw sockets, and through Django's test
-client."""
+growing. Shown on `make serve`'s server over raw sockets (which also says once where it
+is ready), and through Django's test client."""
 
 import json
+import shutil
 import socket
 import sqlite3
 import time
@@ -16,8 +17,8 @@ from django.test import Client
 
 from heroes.models import Hero
 
-from .helpers import found
-from .server import prepare_to_serve, production_env, request, start_gunicorn
+from .helpers import found, manage
+from .server import production_env, request, start_gunicorn
 
 BODY_LIMIT = 2_621_440  # the default, 2.5 MB
 HEAD_LIMIT = 65_536
@@ -26,37 +27,52 @@ HUGE_HEADER = 64 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, migrated_sqlite, collected_static):
     """make serve's gunicorn on a SQLite database of its own, with a superuser's token."""
     tmp_path = tmp_path_factory.mktemp("served")
+    database = tmp_path / "db.sqlite3"
+    shutil.copyfile(migrated_sqlite, database)
     env = production_env(
         tmp_path,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        DATABASE_URL=f"sqlite:///{database}",
+        STATIC_ROOT=str(collected_static),
         DATA_UPLOAD_MAX_MEMORY_SIZE=str(BODY_LIMIT),
         MAX_REQUEST_HEADER_SIZE=str(HEAD_LIMIT),
     )
-
-    run = prepare_to_serve(env)
-    token = run(
+    created = manage(
         "shell",
         "--no-imports",
         "-c",
         "from django.contrib.auth import get_user_model; from heroes.models import ApiToken; "
         "boss = get_user_model().objects.create_superuser('boss', password=None); "
         "print(ApiToken.issue(boss, 'limits')[1])",
-    ).strip()
-    server = start_gunicorn(env, tmp_path / "server.log")
+        **env,
+    )
+    assert created.returncode == 0, created.stderr
+    log = tmp_path / "server.log"
+    server = start_gunicorn(env, log)
     try:
         yield SimpleNamespace(
             port=int(env["PORT"]),
             base=f"http://127.0.0.1:{env['PORT']}",
-            token=token,
+            token=created.stdout.strip(),
             server=server,
-            database=tmp_path / "db.sqlite3",
+            database=database,
+            log=log,
         )
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_make_serve_says_once_where_it_is_ready(served):
+    # SPEC §15, shown here on the server these tests start anyway.
+    for _ in range(100):  # health answered: the line comes right after
+        if ready := [line for line in served.log.read_text().splitlines() if "ready at " in line]:
+            break
+        time.sleep(0.1)
+    assert len(ready) == 1, served.log.read_text()
+    assert ready[0].endswith(f"ready at http://127.0.0.1:{served.port}")
 
 
 def connect(port: int) -> socket.socket:

@@ -3,13 +3,25 @@ puts into a log line are escaped, in the text and the JSON format, whichever log
 writes it (the request log, Django's, the API's)."""
 
 import json
+import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
 
 from heroes.models import Hero
 from heroes_site.log_formats import escape_control_characters
+
+from .helpers import REPO_ROOT, found
+from .server import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -85,3 +97,92 @@ def test_a_traceback_cannot_forge_a_log_line(client, server_log, monkeypatch, re
 )
 def test_control_characters_are_written_as_escapes(text, escaped):
     assert escape_control_characters(text) == escaped
+
+
+# Each line once, with the request id of the request it was written for (SPEC §15)
+
+
+@BOTH_FORMATS
+def test_every_line_written_for_a_request_carries_its_id(client, server_log, monkeypatch, request):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Hero.objects, "listing", explode)
+    client.raise_request_exception = False
+    assert client.get("/heroes/", headers={"X-Request-ID": "page-1"}).status_code == 500
+    assert client.get("/api/v1/heroes", headers={"X-Request-ID": "api-1"}).status_code == 500
+    logging.getLogger("heroes").warning("between requests")
+    log = server_log.getvalue()
+    if request.node.callspec.params["server_log"] == "json":
+        entries = [json.loads(line) for line in log.splitlines()]
+        ids = [(entry["logger"], entry.get("request_id")) for entry in entries]
+    else:
+        records = [line for line in log.splitlines() if not line.startswith("  ")]
+        ids = [(line.split()[3], found(r" request_id=(\S+)$", line)) for line in records[:-1]]
+        ids.append((records[-1].split()[3], None))
+        assert "request_id" not in records[-1]
+    assert ids == [
+        ("django.request", "page-1"),  # Internal Server Error, with its traceback
+        ("heroes.requests", "page-1"),
+        ("heroes.api", "api-1"),  # Unhandled error, with its traceback
+        ("heroes.requests", "api-1"),
+        ("django.request", "api-1"),  # after the middleware: a 500 response
+        ("heroes", None),
+    ]
+
+
+@pytest.mark.parametrize("server_log", ["json"], indirect=True)
+def test_json_lines_are_timed_in_iso_8601_utc(client, server_log):
+    before = datetime.now(UTC)
+    client.get("/api/v1/health")
+    entry = json.loads(server_log.getvalue().splitlines()[0])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
+    at = datetime.fromisoformat(entry["time"])
+    assert at.utcoffset() == timedelta(0)
+    assert before - timedelta(seconds=1) <= at <= datetime.now(UTC)
+
+
+def test_runserver_writes_each_line_once(sqlite_url, tmp_path):
+    port = free_port()
+    log = tmp_path / "runserver.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}"],  # autoreloading
+            cwd=REPO_ROOT,
+            env={**os.environ, "DEBUG": "True", "DATABASE_URL": sqlite_url, "LOG_FORMAT": "text"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the reloader's child goes with it
+        )
+    try:
+        for path in ["/api/v1/health", "/nowhere", "/heroes/"]:
+            status = None
+            for _ in range(300):
+                status = request(f"http://127.0.0.1:{port}{path}")
+                if status:
+                    break
+                time.sleep(0.1)
+            assert status, log.read_text()
+        for _ in range(50):
+            if "GET /heroes/ 200" in log.read_text():
+                break
+            time.sleep(0.1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    assert sum("Watching for file changes" in line for line in lines) == 1, lines
+    for logged in ["GET /api/v1/health 200", "GET /nowhere 404", "GET /heroes/ 200"]:
+        assert sum(logged in line for line in lines) == 1, lines
+    assert not [line for line in lines if "HTTP/1.1" in line], lines  # runserver's own
+
+
+def request(url: str) -> int | None:
+    """The status of a GET, or None if nothing answers yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None

@@ -17,6 +17,7 @@ from django.db import OperationalError
 from django.test import Client
 
 from heroes.models import ApiToken, Hero
+from heroes_site import migrations_state
 from heroes_site.db.transports import OnDjangoConnections
 from heroes_site.log_formats import JsonFormatter
 
@@ -61,7 +62,7 @@ print(json.dumps([async_to_sync(get_health)(),
 """
 
 
-def test_https_requests_from_the_tls_proxy_are_not_redirected(tmp_path):
+def test_https_requests_from_the_tls_proxy_are_not_redirected(sqlite_url):
     # The proxy speaks plain http to the server and says X-Forwarded-Proto: https;
     # without SECURE_PROXY_SSL_HEADER, SECURE_SSL_REDIRECT would send every request
     # back to https, for ever.
@@ -70,7 +71,7 @@ def test_https_requests_from_the_tls_proxy_are_not_redirected(tmp_path):
         "-c",
         HEALTH_WITHOUT_AND_WITH_X_FORWARDED_PROTO,
         **PRODUCTION,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        DATABASE_URL=sqlite_url,
     )
     assert result.returncode == 0, result.stderr
     plain, proxied = json.loads(result.stdout.splitlines()[-1])
@@ -102,13 +103,16 @@ def test_gunicorn_reads_port_and_workers_from_the_environment(monkeypatch):
     assert config["graceful_timeout"] > 0
 
 
-def test_gunicorn_workers_freeze_the_loaded_app_out_of_gc_scans():
+@pytest.mark.django_db
+def test_gunicorn_workers_learn_the_migrations_and_freeze_the_app_out_of_gc_scans():
+    migrations_state.state.forget()
     config = runpy.run_path(str(REPO_ROOT / "heroes_site" / "gunicorn.conf.py"))
     try:
         config["post_worker_init"](worker=None)
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+    assert migrations_state.state.pending is False  # known before the first request
 
 
 def test_no_state_lives_in_process_memory():

@@ -1,5 +1,6 @@
 """Configuration comes from the environment and fails early with one readable line."""
 
+import runpy
 import tomllib
 from datetime import timedelta
 
@@ -98,6 +99,103 @@ def test_development_needs_no_secret_key(monkeypatch):
 def test_unknown_log_format_is_refused(monkeypatch):
     with pytest.raises(ImproperlyConfigured, match="LOG_FORMAT"):
         load_settings(monkeypatch, LOG_FORMAT="xml")
+
+
+# Every variable given a bad value: one line naming it, what it must be and what it was.
+WHOLE = "must be a whole number"
+BAD_VALUES = [
+    ("DEBUG", "maybe", "DEBUG must be True or False, not 'maybe'"),
+    ("HTTPS", "sometimes", "HTTPS must be True or False, not 'sometimes'"),
+    ("DATABASE_POOL_MIN_SIZE", "-1", f"DATABASE_POOL_MIN_SIZE {WHOLE} of at least 0, not '-1'"),
+    ("DATABASE_POOL_MAX_SIZE", "abc", f"DATABASE_POOL_MAX_SIZE {WHOLE} of at least 1, not 'abc'"),
+    ("DATABASE_POOL_MAX_SIZE", "0", f"DATABASE_POOL_MAX_SIZE {WHOLE} of at least 1, not '0'"),
+    (
+        "DATABASE_POOL_TIMEOUT",
+        "3s",
+        "DATABASE_POOL_TIMEOUT must be a number of seconds above 0, such as 3 or 0.5, not '3s'",
+    ),
+    (
+        "DATABASE_REPLICA_TIMEOUT",
+        "nan",
+        "DATABASE_REPLICA_TIMEOUT must be a number of seconds above 0, such as 3 or 0.5, not 'nan'",
+    ),
+    (
+        "DATA_UPLOAD_MAX_MEMORY_SIZE",
+        "2MB",
+        f"DATA_UPLOAD_MAX_MEMORY_SIZE {WHOLE} of bytes of at least 1, not '2MB'",
+    ),
+    (
+        "MAX_REQUEST_HEADER_SIZE",
+        "64k",
+        f"MAX_REQUEST_HEADER_SIZE {WHOLE} of bytes of at least 1, not '64k'",
+    ),
+    ("AXES_FAILURE_LIMIT", "five", f"AXES_FAILURE_LIMIT {WHOLE} of at least 1, not 'five'"),
+    (
+        "AXES_COOLOFF_MINUTES",
+        "1.5",
+        f"AXES_COOLOFF_MINUTES {WHOLE} of minutes of at least 1, not '1.5'",
+    ),
+    (
+        "LOG_LEVEL",
+        "LOUD",
+        "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not 'LOUD'",
+    ),
+    ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of text, json, not 'xml'"),
+    ("API_V1_PREFIX", "api", "API_V1_PREFIX must be a path such as /api/v1, not 'api'"),
+    ("WEB_CONCURRENCY", "many", f"WEB_CONCURRENCY {WHOLE} of at least 1, not 'many'"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "line"), BAD_VALUES, ids=lambda v: str(v)[:30])
+def test_a_bad_value_is_refused_in_one_line_naming_the_variable(monkeypatch, name, value, line):
+    postgresql = "postgres://hero@db.example.com:5432/heroes"  # the pool's variables count
+    with pytest.raises(ImproperlyConfigured) as caught:
+        load_settings(monkeypatch, DATABASE_URL=postgresql, SECRET_KEY="x" * 60, **{name: value})
+    assert str(caught.value) == line
+
+
+def test_a_pool_smaller_than_its_minimum_is_refused(monkeypatch):
+    with pytest.raises(ImproperlyConfigured) as caught:
+        load_settings(
+            monkeypatch,
+            DATABASE_URL="postgres://hero@db.example.com:5432/heroes",
+            DATABASE_POOL_MIN_SIZE="20",
+            DATABASE_POOL_MAX_SIZE="10",
+        )
+    assert str(caught.value) == (
+        "DATABASE_POOL_MAX_SIZE (10) must be at least DATABASE_POOL_MIN_SIZE (20)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "debug"), [("true", True), ("False", False), ("1", True), ("off", False)]
+)
+def test_booleans_are_read_as_people_write_them(monkeypatch, value, debug):
+    assert load_settings(monkeypatch, DEBUG=value, SECRET_KEY="x" * 60)["DEBUG"] is debug
+
+
+def test_empty_values_take_the_defaults(monkeypatch):
+    settings = load_settings(
+        monkeypatch, DEBUG="True", DATA_UPLOAD_MAX_MEMORY_SIZE="", LOG_LEVEL=""
+    )
+    assert settings["DATA_UPLOAD_MAX_MEMORY_SIZE"] == 2_621_440
+    assert settings["LOGGING"]["root"]["level"] == "INFO"
+
+
+def test_manage_py_stops_on_each_bad_value_with_one_line():
+    for name, value, line in [BAD_VALUES[0], BAD_VALUES[3], BAD_VALUES[7], BAD_VALUES[11]]:
+        result = manage("check", **{name: value})
+        assert result.returncode != 0
+        assert result.stderr.splitlines() == [f"Configuration error: {line}"]
+
+
+def test_gunicorn_stops_on_a_bad_port_with_one_line(monkeypatch):
+    monkeypatch.setenv("PORT", "http")
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(BASE_DIR / "heroes_site" / "gunicorn.conf.py"))
+    assert str(exited.value.code) == (
+        "Configuration error: PORT must be a whole number from 0 to 65535, not 'http'"
+    )
 
 
 def test_login_throttling_comes_from_the_environment(monkeypatch):

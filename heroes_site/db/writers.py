@@ -29,6 +29,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.decorators import async_only_middleware
 
+from heroes_site.log_formats import current_request_id
 from heroes_site.replicas import refuse_write_to_replica
 
 SET_WRITER = "SELECT set_config('heroes.writer', %s, true)"
@@ -127,7 +128,7 @@ def attribute_writes(get_response: Callable) -> Callable:
     heroes_site.middleware.request_log, whose request id it takes."""
 
     async def middleware(request: HttpRequest) -> HttpResponseBase:
-        writer = Writer(door(request), getattr(request, "request_id", ""), request)
+        writer = Writer(door(request), current_request_id.get() or "", request)
         token = current_writer.set(writer)
         try:
             response: HttpResponseBase = await get_response(request)

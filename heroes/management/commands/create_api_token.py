@@ -18,7 +18,10 @@ class Command(BaseCommand):
         except User.DoesNotExist:
             raise CommandError(f"No user named {username!r}.") from None
         token, raw_token = ApiToken.issue(user, name)
+        # On stderr, so that stdout is the token alone (TOKEN=$(... create_api_token ...)),
+        # in the success style: stderr's default style is the error red.
         self.stderr.write(
-            f"Token {token} issued for {username}. Store it now: it is not shown again."
+            f"Token {token} issued for {username}. Store it now: it is not shown again.",
+            style_func=self.style.SUCCESS,
         )
         self.stdout.write(raw_token)
