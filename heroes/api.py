@@ -39,7 +39,6 @@ from heroes_site.replicas import areplica_statuses
 from . import event_loop_db
 from .models import (
     NEWEST_FIRST,
-    NICKNAME_TAKEN_MESSAGE,
     Hero,
     HeroChanged,
     HeroQuerySet,
@@ -336,7 +335,7 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 
 @api.exception_handler(NicknameTaken)
 def nickname_taken(request: HttpRequest, exc: NicknameTaken) -> HttpResponse:
-    return error(request, 409, NICKNAME_TAKEN_MESSAGE)
+    return error(request, 409, exc.messages[0])  # taken, or a look-alike taken
 
 
 @api.exception_handler(HeroChanged)
