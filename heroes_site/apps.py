@@ -1,9 +1,18 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class SiteConfig(AppConfig):
     """The project package as an app, for what Django finds only in apps: the
     `{% load project %}` template tags and the `migrate` command under a lock."""
 
+    default = True  # the app "heroes_site" (AdminConfig below is the admin's)
     name = "heroes_site"
     verbose_name = "Site"
+
+
+class AdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin, with heroes_site.admin.HeroesAdminSite as its site."""
+
+    default = False
+    default_site = "heroes_site.admin.HeroesAdminSite"

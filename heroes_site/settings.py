@@ -123,7 +123,7 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "heroes_site.apps.AdminConfig",  # django.contrib.admin, with the site's admin site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
