@@ -29,11 +29,15 @@ from django.utils.http import parse_etags
 from ninja import Header, NinjaAPI, Router, Status, renderers
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import CursorPagination, paginate
+from ninja.parser import Parser
 from ninja.responses import NinjaJSONEncoder
 from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
+from ninja.types import DictStrAny
 from ninja.utils import check_csrf
 
+from heroes_site import views
+from heroes_site.health import pool_exhausted
 from heroes_site.replicas import areplica_statuses
 
 from . import event_loop_db
@@ -63,6 +67,7 @@ HERO_NOT_FOUND = "The hero hasn't been found!"
 HERO_DELETED = "The hero has been deleted!"
 HERO_CHANGED = "The hero has been changed since you read it."
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+SERVER_BUSY = "The server is busy; try again shortly."
 
 
 class BearerTokenAuth(HttpBearer):
@@ -193,12 +198,18 @@ def with_etag(status: int) -> dict:
 
 
 router = Router(tags=["heroes"])
+# The answers an endpoint may give besides its own, from the API's error handlers and
+# the site's middleware: a malformed request (400: bad JSON, too many query
+# parameters); the database unreachable or every connection busy (503, Retry-After).
+ANY = {400: Message, 503: Message}
+# ...and one that takes a body: too large (413), not JSON (415).
+BODY = {413: Message, 415: Message}
 DENIED = {401: Message, 403: Message}
 REJECTED = {409: Message, 422: ValidationErrors}
 STALE = {412: Message}
 
 
-@router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
+@router.get("/health", response={**ANY, 200: HealthCheck, 503: HealthCheck}, tags=["health"])
 async def health(request: HttpRequest) -> Status:
     """200 when the primary database answers, else 503; each read replica's state."""
     up = await event_loop_db.database_is_up()
@@ -215,7 +226,7 @@ async def health(request: HttpRequest) -> Status:
     )
 
 
-@router.get("/heroes", response={200: list[HeroRead], 422: ValidationErrors})
+@router.get("/heroes", response={200: list[HeroRead], 422: ValidationErrors, **ANY})
 @paginate(HeroCursorPagination, ordering=NEWEST_FIRST, page_size=20, max_page_size=100)
 async def list_heroes(
     request: HttpRequest, role: Role | None = None, search: SearchText | None = None
@@ -226,7 +237,7 @@ async def list_heroes(
 
 @router.post(
     "/heroes",
-    response={201: HeroRead, **DENIED, **REJECTED},
+    response={201: HeroRead, **DENIED, **REJECTED, **ANY, **BODY},
     auth=WRITERS,
     url_name="create_hero",
     openapi_extra=with_etag(201),
@@ -241,7 +252,7 @@ async def create_hero(request: HttpRequest, payload: HeroCreate, response: HttpR
 
 @router.get(
     "/heroes/{uuid:hero_id}",
-    response={200: HeroRead, 304: None, 404: Message},
+    response={200: HeroRead, 304: None, 404: Message, **ANY},
     url_name="get_hero",
     openapi_extra=with_etag(200),
 )
@@ -257,7 +268,7 @@ async def get_hero(
 
 @router.patch(
     "/heroes/{uuid:hero_id}",
-    response={200: HeroRead, **DENIED, 404: Message, **REJECTED, **STALE},
+    response={200: HeroRead, **DENIED, 404: Message, **REJECTED, **STALE, **ANY, **BODY},
     auth=WRITERS,
     openapi_extra=with_etag(200),
 )
@@ -277,7 +288,7 @@ async def patch_hero(
 
 @router.delete(
     "/heroes/{uuid:hero_id}",
-    response={200: StatusMessage, **DENIED, 404: Message, **STALE},
+    response={200: StatusMessage, **DENIED, 404: Message, **STALE, **ANY},
     auth=WRITERS,
 )
 async def delete_hero(request: HttpRequest, hero_id: UUID, if_match: IfMatch = None) -> dict:
@@ -298,9 +309,25 @@ class JSONRenderer(renderers.JSONRenderer):
         return pydantic_core.to_json(data, fallback=self.fallback)
 
 
+class NotJSON(ValueError):
+    """A request body whose Content-Type is not JSON."""
+
+
+class JSONParser(Parser):
+    """ninja's parser, which reads every body as JSON, refusing one that says it is
+    something else (a form, plain text, no Content-Type): 415 (`not_json`)."""
+
+    def parse_body(self, request: HttpRequest) -> DictStrAny:
+        kind, _, subtype = (request.content_type or "").lower().partition("/")
+        if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+            raise NotJSON("The request body must be JSON: send Content-Type: application/json.")
+        return super().parse_body(request)
+
+
 api = NinjaAPI(
     title=settings.PROJECT_NAME,
     renderer=JSONRenderer(),
+    parser=JSONParser(),
     version=settings.VERSION,
     description=settings.DESCRIPTION,
     urls_namespace="api",
@@ -323,6 +350,15 @@ def validation_failed(request: HttpRequest, exc: ValidationError) -> HttpRespons
             del loc[1]
         detail.append({"loc": loc, "msg": item.get("msg", ""), "type": item.get("type", "")})
     return error(request, 422, detail)
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # ninja's own handler, but for a body it could not parse (400), which it raises
+    # from the parser's error: one that is not JSON is 415.
+    if isinstance(exc.__cause__, NotJSON):
+        return error(request, 415, str(exc.__cause__))
+    return error(request, exc.status_code, str(exc))
 
 
 @api.exception_handler(AuthenticationError)
@@ -362,8 +398,15 @@ def bad_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
 @api.exception_handler(OperationalError)
 @api.exception_handler(InterfaceError)
 def database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
-    logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
-    return error(request, 503, DATABASE_UNAVAILABLE)
+    if pool_exhausted(exc):  # busy, not down
+        logger.warning("Busy on %s %s: %s", request.method, request.path, exc)
+        detail, retry_after = SERVER_BUSY, views.BUSY_RETRY_AFTER
+    else:
+        logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
+        detail, retry_after = DATABASE_UNAVAILABLE, views.UNAVAILABLE_RETRY_AFTER
+    response = error(request, 503, detail)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 @api.exception_handler(Exception)

@@ -12,6 +12,7 @@ import time
 import psycopg
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connection
+from psycopg_pool import PoolTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ class DirectProbe:
 
 
 direct_probe = DirectProbe()
+
+
+def pool_exhausted(error: BaseException) -> bool:
+    """Whether a database error only means that no pooled connection came free in time:
+    the instance is busy, the database may well be up. (Django raises PoolTimeout
+    as its OperationalError, caused by it.)"""
+    return isinstance(error, PoolTimeout) or isinstance(error.__cause__, PoolTimeout)
+
 
 # How long health waits for a pooled connection before asking the database directly:
 # well within a load balancer's patience, where the pool's own timeout may not be.

@@ -143,6 +143,7 @@ MIDDLEWARE = [
     "heroes_site.replicas.replica_reads",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
+    "heroes_site.middleware.bounded_logins",
     "heroes_site.middleware.private_for_sessions",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -218,10 +219,13 @@ def positive_int(name: str, default: int) -> int:
 AXES_FAILURE_LIMIT = positive_int("AXES_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=positive_int("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# ...and one client address after this many failures within the cool-off, whatever the
+# usernames (heroes_site.lockout.AddressLockingHandler).
+AXES_ADDRESS_FAILURE_LIMIT = positive_int("AXES_ADDRESS_FAILURE_LIMIT", 30)
 # Each attempt while locked restarts the cool-off (axes' default; the 429 page says so).
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
 # Attempts live in the database, so every worker and replica counts the same failures.
-AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_HANDLER = "heroes_site.lockout.AddressLockingHandler"  # axes' database handler, and more
 # The socket's peer, which the server (uvicorn, gunicorn) has already replaced with the
 # X-Forwarded-For address only when the peer is one of its FORWARDED_ALLOW_IPS.
 AXES_CLIENT_IP_CALLABLE = "heroes_site.lockout.client_address"
@@ -229,6 +233,13 @@ AXES_LOCKOUT_CALLABLE = "heroes_site.lockout.locked_out"  # templates/registrati
 # axes logs its lockout decisions at WARNING; not verbose keeps the client's
 # User-Agent out of those lines (the username and address are masked).
 AXES_VERBOSE = False
+
+# Logging in hashes the password on purpose slowly, and the lockout's queries and the
+# hash hold a pooled database connection: at most this many login attempts run at once
+# in a server process (heroes_site.middleware.bounded_logins), fewer than the pool's
+# connections; one that finds no place within LOGIN_WAIT seconds gets the busy page (503).
+LOGINS_AT_ONCE = positive_int("LOGINS_AT_ONCE", 2)
+LOGIN_WAIT: float = env.float("LOGIN_WAIT", default=5.0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "heroes:list"
