@@ -110,6 +110,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int(
     "DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440
 )  # 2.5 MB
 MAX_REQUEST_HEADER_SIZE: int = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
+# Slow clients: under make serve a connection whose request head has not arrived whole
+# this many seconds after it opened, or after its previous response, is closed.
+REQUEST_HEAD_TIMEOUT: float = env.float("REQUEST_HEAD_TIMEOUT", default=10.0)
 
 # Served over HTTPS, usually behind a TLS-terminating proxy that sets X-Forwarded-Proto.
 HTTPS: bool = env.bool("HTTPS", default=not DEBUG)
