@@ -26,7 +26,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
 from django.utils.http import parse_etags
-from ninja import Header, NinjaAPI, Router, Status, renderers
+from ninja import Field, Header, NinjaAPI, Router, Schema, Status, renderers
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import CursorPagination, paginate
 from ninja.parser import Parser
@@ -127,6 +127,16 @@ async def require_permission(request: HttpRequest, permission: str) -> None:
 
 class HeroCursorPagination(CursorPagination):
     """ninja's cursor pagination, answering 422 to a cursor it did not write."""
+
+    class Input(Schema):
+        # ninja's, with the bounds its other paginators give page_size (a page of 0 or
+        # fewer heroes was answered with one), and descriptions.
+        page_size: int | None = Field(
+            None, ge=1, description="Heroes a page: 20 by default; over 100 is capped at 100."
+        )
+        cursor: str | None = Field(
+            None, description="The cursor of a `next` or `previous` link; any other is 422."
+        )
 
     async def apaginate_queryset(
         self,

@@ -47,6 +47,12 @@ storable_text = pydantic_validator(validate_storable_text)
 # by the model field's validators, in their order.
 Nickname = Annotated[
     str,
+    Field(
+        description="Unique, ignoring letter case and look-alikes. Unicode NFKC-normalised "
+        "and stripped, then 1 to 255 characters, with something visible; no control or "
+        "invisible characters, no look-alike letters of different scripts in one word "
+        "(Unicode TR39). A look-alike of a stored nickname is taken (409)."
+    ),
     StringConstraints(min_length=1, max_length=NICKNAME_MAX_LENGTH),
     BeforeValidator(normalized_nickname),
     *(AfterValidator(pydantic_validator(validator)) for validator in NICKNAME_VALIDATORS),

@@ -671,10 +671,18 @@ async def test_list_pages_through_heroes_created_in_one_instant_once_each(async_
     assert listed == sorted(listed, reverse=True)  # ties in uuid order, descending
 
 
-@pytest.mark.parametrize(("page_size", "expected"), [(5, 5), (100, 45), (1000, 45), (0, 1)])
+@pytest.mark.parametrize(("page_size", "expected"), [(5, 5), (100, 45), (1000, 45)])
 async def test_list_page_size_is_bounded(async_client, many_heroes, page_size, expected):
     response = await async_client.get(HEROES, {"page_size": page_size})
     assert len(response.json()["results"]) == expected
+
+
+@pytest.mark.parametrize("page_size", [0, -3])
+async def test_a_page_size_below_one_is_422(async_client, page_size):
+    response = await async_client.get(HEROES, {"page_size": page_size})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["loc"], error["type"]) == (["query", "page_size"], "greater_than_equal")
 
 
 async def test_list_page_size_is_capped_at_100(async_client):
