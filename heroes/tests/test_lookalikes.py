@@ -25,14 +25,13 @@ from heroes.models import (
 )
 
 from .helpers import load_data
-from .test_nicknames import migrate, migrate_to_latest, uuid_of
+from .test_nicknames import DATA, cases, migrate, migrate_to_latest, uuid_of
 
-DATA = load_data("nicknames")
-INVISIBLE = pytest.mark.parametrize("case", DATA["invisible"], ids=lambda c: c["what"])
-NOTHING_VISIBLE = pytest.mark.parametrize("case", DATA["nothing_visible"], ids=lambda c: c["what"])
-MIXED = pytest.mark.parametrize("case", DATA["mixed_scripts"], ids=lambda c: c["what"])
+INVISIBLE = cases("invisible")
+NOTHING_VISIBLE = cases("nothing_visible")
+MIXED = cases("mixed_scripts")
 WELCOME = pytest.mark.parametrize("nickname", DATA["welcome"])
-LOOK_ALIKES = pytest.mark.parametrize("case", DATA["look_alikes"], ids=lambda c: c["what"])
+LOOK_ALIKES = cases("look_alikes")
 NOTHING_VISIBLE_ERROR = "A nickname needs at least one visible character."
 HEROES = "/api/v1/heroes"
 TOR = "\u0422\u043e\u0440"  # Cyrillic: looks like the Latin "Top"
