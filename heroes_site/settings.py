@@ -85,6 +85,17 @@ def replica_config(alias: str, url: str) -> dict[str, Any]:
     return config
 
 
+def positive_seconds(name: str, default: float) -> float:
+    value = env.str(name, default=str(default))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a number of seconds above 0, not {value!r}")
+    return seconds
+
+
 DEBUG: bool = env.bool("DEBUG", default=False)
 
 SECRET_KEY: str = env.str("SECRET_KEY", default="")
@@ -112,7 +123,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int(
 MAX_REQUEST_HEADER_SIZE: int = env.int("MAX_REQUEST_HEADER_SIZE", default=64 * 1024)
 # Slow clients: under make serve a connection whose request head has not arrived whole
 # this many seconds after it opened, or after its previous response, is closed.
-REQUEST_HEAD_TIMEOUT: float = env.float("REQUEST_HEAD_TIMEOUT", default=10.0)
+REQUEST_HEAD_TIMEOUT = positive_seconds("REQUEST_HEAD_TIMEOUT", 10.0)
 
 # Served over HTTPS, usually behind a TLS-terminating proxy that sets X-Forwarded-Proto.
 HTTPS: bool = env.bool("HTTPS", default=not DEBUG)
@@ -242,7 +253,7 @@ AXES_VERBOSE = False
 # in a server process (heroes_site.middleware.bounded_logins), fewer than the pool's
 # connections; one that finds no place within LOGIN_WAIT seconds gets the busy page (503).
 LOGINS_AT_ONCE = positive_int("LOGINS_AT_ONCE", 2)
-LOGIN_WAIT: float = env.float("LOGIN_WAIT", default=5.0)
+LOGIN_WAIT = positive_seconds("LOGIN_WAIT", 5.0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "heroes:list"
