@@ -81,13 +81,13 @@ def invisible_characters(value: str) -> list[str]:
     """The characters of `value` in NON_TEXT_CATEGORIES or that render as nothing
     (Unicode's Default_Ignorable_Code_Point: U+034F, variation selectors, Hangul
     fillers...), in order."""
-    if value.isprintable() and not lookalikes.DEFAULT_IGNORABLE.search(value):
+    ignorable = set(lookalikes.DEFAULT_IGNORABLE.findall(value))
+    if value.isprintable() and not ignorable:
         return []  # ordinary text stops here
     return [
         char
         for char in value
-        if unicodedata.category(char) in NON_TEXT_CATEGORIES
-        or lookalikes.is_default_ignorable(char)
+        if char in ignorable or unicodedata.category(char) in NON_TEXT_CATEGORIES
     ]
 
 
