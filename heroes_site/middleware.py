@@ -212,7 +212,8 @@ def bounded_logins(get_response: Handler) -> Handler:
         if request.method != "POST" or request.path not in login_paths():
             return await get_response(request)
         loop = asyncio.get_running_loop()
-        place = places.setdefault(loop, asyncio.Semaphore(settings.LOGINS_AT_ONCE))
+        if (place := places.get(loop)) is None:
+            place = places[loop] = asyncio.Semaphore(settings.LOGINS_AT_ONCE)
         try:
             await asyncio.wait_for(place.acquire(), timeout=settings.LOGIN_WAIT)
         except TimeoutError:
