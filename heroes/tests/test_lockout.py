@@ -162,11 +162,13 @@ def test_the_address_limit_is_higher_than_the_pairs_by_default(client, staff_use
 @pytest.mark.asyncio
 async def test_login_attempts_beyond_the_limit_wait_then_get_the_busy_page(settings):
     settings.LOGINS_AT_ONCE, settings.LOGIN_WAIT = 2, 0.2
-    release = asyncio.Event()
+    release, both_running = asyncio.Event(), asyncio.Event()
     running = []
 
     async def slow_login(request):
         running.append(request)
+        if len(running) == 2:
+            both_running.set()
         if request.method == "POST" and request.path in LOGIN_PAGES:
             await asyncio.wait_for(release.wait(), timeout=10)
         return HttpResponse("checked")
@@ -174,8 +176,7 @@ async def test_login_attempts_beyond_the_limit_wait_then_get_the_busy_page(setti
     gate = bounded_logins(slow_login)
     post = RequestFactory().post
     first = [asyncio.create_task(gate(post(page))) for page in LOGIN_PAGES]
-    await asyncio.sleep(0.05)
-    assert len(running) == 2
+    await asyncio.wait_for(both_running.wait(), timeout=10)
     turned_away = await gate(post("/accounts/login/"))
     assert turned_away.status_code == 503
     assert turned_away["Retry-After"] == "2"
