@@ -5,8 +5,8 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run demo test outage replica replica-stop replica-test serve bench scale \
-	screenshots superuser lint format
+.PHONY: install run demo test outage flood-test replica replica-stop replica-test serve bench \
+	scale screenshots superuser lint format
 
 # Bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (as in many container
 # images), every manage.py, server and test process would otherwise compile Django again.
@@ -55,6 +55,11 @@ serve: install .env
 # The database outage drill: a throwaway PostgreSQL stopped and restarted under load.
 outage: install .env
 	uv run --locked pytest -m outage $(PYTEST_ARGS)
+
+# The login flood drill: 40 clients post logins with random usernames for 20 s under
+# make serve's server while the pages must keep answering (heroes/tests/test_flood_drill.py).
+flood-test: install .env
+	uv run --locked pytest -m flood $(PYTEST_ARGS)
 
 # A development streaming replica of the PostgreSQL at 127.0.0.1:5432 (bench/replica.py),
 # on REPLICA_PORT; then e.g. DATABASE_REPLICA_URLS=postgres://postgres@127.0.0.1:5433/heroes.

@@ -26,20 +26,22 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
 from django.utils.http import parse_etags
-from ninja import Header, NinjaAPI, Router, Status, renderers
+from ninja import Field, Header, NinjaAPI, Router, Schema, Status, renderers
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import CursorPagination, paginate
+from ninja.parser import Parser
 from ninja.responses import NinjaJSONEncoder
 from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
+from ninja.types import DictStrAny
 from ninja.utils import check_csrf
 
+from heroes_site import views
 from heroes_site.db import CursorPage
-from heroes_site.health import database_report
+from heroes_site.health import database_report, pool_exhausted
 
 from .models import (
     NEWEST_FIRST,
-    NICKNAME_TAKEN_MESSAGE,
     ApiToken,
     Hero,
     HeroChanged,
@@ -66,6 +68,7 @@ HERO_NOT_FOUND = "The hero hasn't been found!"
 HERO_DELETED = "The hero has been deleted!"
 HERO_CHANGED = "The hero has been changed since you read it."
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+SERVER_BUSY = "The server is busy; try again shortly."
 
 
 class BearerTokenAuth(HttpBearer):
@@ -133,6 +136,16 @@ async def require_permission(request: HttpRequest, permission: str) -> None:
 class HeroCursorPagination(CursorPagination):
     """ninja's cursor pagination, answering 422 to a cursor it did not write (one whose
     position is no value of the ordering's field)."""
+
+    class Input(Schema):
+        # ninja's, with the bounds its other paginators give page_size (a page of 0 or
+        # fewer heroes was answered with one), and descriptions.
+        page_size: int | None = Field(
+            None, ge=1, description="Heroes a page: 20 by default; over 100 is capped at 100."
+        )
+        cursor: str | None = Field(
+            None, description="The cursor of a `next` or `previous` link; any other is 422."
+        )
 
     async def apaginate_queryset(
         self,
@@ -205,12 +218,18 @@ def with_etag(status: int) -> dict:
 
 
 router = Router(tags=["heroes"])
+# The answers an endpoint may give besides its own, from the API's error handlers and
+# the site's middleware: a malformed request (400: bad JSON, too many query
+# parameters); the database unreachable or every connection busy (503, Retry-After).
+ANY = {400: Message, 503: Message}
+# ...and one that takes a body: too large (413), not JSON (415).
+BODY = {413: Message, 415: Message}
 DENIED = {401: Message, 403: Message}
 REJECTED = {409: Message, 422: ValidationErrors}
 STALE = {412: Message}
 
 
-@router.get("/health", response={200: HealthCheck, 503: HealthCheck}, tags=["health"])
+@router.get("/health", response={**ANY, 200: HealthCheck, 503: HealthCheck}, tags=["health"])
 async def health(request: HttpRequest) -> Status:
     """200 when the primary database answers and has every migration, else 503; each
     read replica's state."""
@@ -226,7 +245,7 @@ async def health(request: HttpRequest) -> Status:
     )
 
 
-@router.get("/heroes", response={200: list[HeroRead], 422: ValidationErrors})
+@router.get("/heroes", response={200: list[HeroRead], 422: ValidationErrors, **ANY})
 @paginate(HeroCursorPagination, ordering=NEWEST_FIRST, page_size=20, max_page_size=100)
 async def list_heroes(
     request: HttpRequest, role: Role | None = None, search: SearchText | None = None
@@ -237,7 +256,7 @@ async def list_heroes(
 
 @router.post(
     "/heroes",
-    response={201: HeroRead, **DENIED, **REJECTED},
+    response={201: HeroRead, **DENIED, **REJECTED, **ANY, **BODY},
     auth=WRITERS,
     url_name="create_hero",
     openapi_extra=with_etag(201),
@@ -252,7 +271,7 @@ async def create_hero(request: HttpRequest, payload: HeroCreate, response: HttpR
 
 @router.get(
     "/heroes/{uuid:hero_id}",
-    response={200: HeroRead, 304: None, 404: Message},
+    response={200: HeroRead, 304: None, 404: Message, **ANY},
     url_name="get_hero",
     openapi_extra=with_etag(200),
 )
@@ -268,7 +287,7 @@ async def get_hero(
 
 @router.patch(
     "/heroes/{uuid:hero_id}",
-    response={200: HeroRead, **DENIED, 404: Message, **REJECTED, **STALE},
+    response={200: HeroRead, **DENIED, 404: Message, **REJECTED, **STALE, **ANY, **BODY},
     auth=WRITERS,
     openapi_extra=with_etag(200),
 )
@@ -288,7 +307,7 @@ async def patch_hero(
 
 @router.delete(
     "/heroes/{uuid:hero_id}",
-    response={200: StatusMessage, **DENIED, 404: Message, **STALE},
+    response={200: StatusMessage, **DENIED, 404: Message, **STALE, **ANY},
     auth=WRITERS,
 )
 async def delete_hero(request: HttpRequest, hero_id: UUID, if_match: IfMatch = None) -> dict:
@@ -299,7 +318,7 @@ async def delete_hero(request: HttpRequest, hero_id: UUID, if_match: IfMatch = N
 
 @router.get(
     "/heroes/{uuid:hero_id}/history",
-    response={200: list[HistoryEntry], **DENIED, 404: Message, 422: ValidationErrors},
+    response={200: list[HistoryEntry], **DENIED, 404: Message, 422: ValidationErrors, **ANY},
     auth=HISTORY_READERS,
     url_name="hero_history",
 )
@@ -323,9 +342,25 @@ class JSONRenderer(renderers.JSONRenderer):
         return pydantic_core.to_json(data, fallback=self.fallback)
 
 
+class NotJSON(ValueError):
+    """A request body whose Content-Type is not JSON."""
+
+
+class JSONParser(Parser):
+    """ninja's parser, which reads every body as JSON, refusing one that says it is
+    something else (a form, plain text, no Content-Type): 415 (`not_json`)."""
+
+    def parse_body(self, request: HttpRequest) -> DictStrAny:
+        kind, _, subtype = (request.content_type or "").lower().partition("/")
+        if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+            raise NotJSON("The request body must be JSON: send Content-Type: application/json.")
+        return super().parse_body(request)
+
+
 api = NinjaAPI(
     title=settings.PROJECT_NAME,
     renderer=JSONRenderer(),
+    parser=JSONParser(),
     version=settings.VERSION,
     description=settings.DESCRIPTION,
     urls_namespace="api",
@@ -350,6 +385,15 @@ def validation_failed(request: HttpRequest, exc: ValidationError) -> HttpRespons
     return error(request, 422, detail)
 
 
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # ninja's own handler, but for a body it could not parse (400), which it raises
+    # from the parser's error: one that is not JSON is 415.
+    if isinstance(exc.__cause__, NotJSON):
+        return error(request, 415, str(exc.__cause__))
+    return error(request, exc.status_code, str(exc))
+
+
 @api.exception_handler(AuthenticationError)
 def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     detail = "Authentication required: send `Authorization: Bearer <token>`."
@@ -360,7 +404,7 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 
 @api.exception_handler(NicknameTaken)
 def nickname_taken(request: HttpRequest, exc: NicknameTaken) -> HttpResponse:
-    return error(request, 409, NICKNAME_TAKEN_MESSAGE)
+    return error(request, 409, exc.messages[0])  # taken, or a look-alike taken
 
 
 @api.exception_handler(HeroChanged)
@@ -387,8 +431,15 @@ def bad_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
 @api.exception_handler(OperationalError)
 @api.exception_handler(InterfaceError)
 def database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
-    logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
-    return error(request, 503, DATABASE_UNAVAILABLE)
+    if pool_exhausted(exc):  # busy, not down
+        logger.warning("Busy on %s %s: %s", request.method, request.path, exc)
+        detail, retry_after = SERVER_BUSY, views.BUSY_RETRY_AFTER
+    else:
+        logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
+        detail, retry_after = DATABASE_UNAVAILABLE, views.UNAVAILABLE_RETRY_AFTER
+    response = error(request, 503, detail)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 @api.exception_handler(Exception)

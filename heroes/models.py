@@ -31,13 +31,21 @@ from django.utils import timezone
 from heroes_site.db import CursorPage, Delete, Insert, Shape, Transport, Update, Values, arun, run
 from heroes_site.db.writers import attributed
 
+from . import lookalikes
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 NICKNAME_MAX_LENGTH = 255
 NICKNAME_TAKEN_MESSAGE = "A hero with this nickname already exists."
 NICKNAME_TAKEN_CODE = "nickname_taken"
+NICKNAME_LOOKS_TAKEN_MESSAGE = "A hero with a nickname that looks the same already exists."
+NICKNAME_LOOKS_TAKEN_CODE = "nickname_looks_taken"
 UNIQUE_NICKNAME_CONSTRAINT = "uq_hrs_heroes_nickname"
+# The column of the nicknames' skeleton digests: in the name of its unique constraint
+# (PostgreSQL's error) and in SQLite's "UNIQUE constraint failed: hrs_heroes.<column>".
+SKELETON_DIGEST_COLUMN = "skeleton_digest"
+UNIQUE_SKELETON_CONSTRAINT = "uq_hrs_heroes_skeleton_digest"
 HERO_CHANGED_MESSAGE = (
     "This hero was changed by someone else meanwhile, so nothing was written. "
     "Now saved: %(now_saved)s. Submit again to go ahead anyway."
@@ -71,15 +79,60 @@ def non_text_characters(value: str) -> list[str]:
     return [char for char in value if unicodedata.category(char) in NON_TEXT_CATEGORIES]
 
 
+def invisible_characters(value: str) -> list[str]:
+    """The characters of `value` in NON_TEXT_CATEGORIES or that render as nothing
+    (Unicode's Default_Ignorable_Code_Point: U+034F, variation selectors, Hangul
+    fillers...), in order."""
+    ignorable = set(lookalikes.DEFAULT_IGNORABLE.findall(value))
+    if value.isprintable() and not ignorable:
+        return []  # ordinary text stops here
+    return [
+        char
+        for char in value
+        if char in ignorable or unicodedata.category(char) in NON_TEXT_CATEGORIES
+    ]
+
+
 def validate_plain_text(value: str) -> None:
-    """Reject control and invisible format characters (see NON_TEXT_CATEGORIES)."""
-    if found := non_text_characters(value):
+    """Reject control and invisible characters (see invisible_characters)."""
+    if found := invisible_characters(value):
         code_points = ", ".join(dict.fromkeys(f"U+{ord(char):04X}" for char in found))
         raise ValidationError(
             "Control and invisible formatting characters are not allowed (found %(found)s).",
             code="non_text_characters",
             params={"found": code_points},
         )
+
+
+def validate_visible(value: str) -> None:
+    """Reject a text in which no character draws anything (only U+2800, U+3164...)."""
+    if not any(lookalikes.is_visible(char) for char in value):
+        raise ValidationError(
+            "A nickname needs at least one visible character.", code="nothing_visible"
+        )
+
+
+def validate_single_script_words(value: str) -> None:
+    """Reject words mixing look-alike letters of different scripts ("Zed" with a
+    Cyrillic e, U+0435, among Latin letters): see lookalikes.look_alike_mixes."""
+    if mixes := lookalikes.look_alike_mixes(value):
+        word, scripts = mixes[0]
+        raise ValidationError(
+            "“%(word)s” mixes letters of different scripts that look alike (%(scripts)s): "
+            "write each word in one script.",
+            code="mixed_scripts",
+            params={"word": word, "scripts": " and ".join(s.title() for s in scripts)},
+        )
+
+
+# What a nickname must be, besides 1..NICKNAME_MAX_LENGTH characters once normalised
+# (normalize_nickname), for every door: the model field, the forms, the API's schemas.
+NICKNAME_VALIDATORS = [
+    validate_storable_text,
+    validate_plain_text,
+    validate_visible,
+    validate_single_script_words,
+]
 
 
 def normalize_nickname(value: str) -> str:
@@ -109,12 +162,16 @@ class HeroNotSaved(ValidationError):
 
 
 class NicknameTaken(HeroNotSaved):
-    """Another hero already has this nickname, compared case-insensitively."""
+    """Another hero already has this nickname, compared case-insensitively, or (with
+    `looks_alike`) one that looks the same: the same skeleton (lookalikes)."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            {"nickname": [ValidationError(NICKNAME_TAKEN_MESSAGE, code=NICKNAME_TAKEN_CODE)]}
+    def __init__(self, looks_alike: bool = False) -> None:
+        error = (
+            ValidationError(NICKNAME_LOOKS_TAKEN_MESSAGE, code=NICKNAME_LOOKS_TAKEN_CODE)
+            if looks_alike
+            else ValidationError(NICKNAME_TAKEN_MESSAGE, code=NICKNAME_TAKEN_CODE)
         )
+        super().__init__({"nickname": [error]})
 
 
 class HeroChanged(HeroNotSaved):
@@ -129,10 +186,13 @@ class HeroChanged(HeroNotSaved):
 
 @contextmanager
 def reporting_nickname_taken() -> Iterator[None]:
-    """Turn a clash on the unique nickname constraint inside this block into NicknameTaken."""
+    """Turn a clash on a unique nickname constraint inside this block (the nickname,
+    or its skeleton's digest) into NicknameTaken."""
     try:
         yield
     except IntegrityError as error:
+        if SKELETON_DIGEST_COLUMN in str(error):
+            raise NicknameTaken(looks_alike=True) from error
         if UNIQUE_NICKNAME_CONSTRAINT in str(error):
             raise NicknameTaken() from error
         raise
@@ -178,8 +238,14 @@ class HeroQuerySet(models.QuerySet["Hero"]):
             return super().delete()
 
     def bulk_create(self, objs: Iterable["Hero"], *args: Any, **kwargs: Any) -> list["Hero"]:
+        """Django's bulk insert, which writes the heroes as they are (nothing normalised
+        or validated: the database's constraints judge), with their skeleton digests,
+        so that look-alikes clash there too."""
+        heroes = list(objs)
+        for hero in heroes:
+            hero.skeleton_digest = lookalikes.skeleton_digest(hero.nickname)
         with attributed(self.write_db):
-            return super().bulk_create(objs, *args, **kwargs)
+            return super().bulk_create(heroes, *args, **kwargs)
 
     @property
     def write_db(self) -> str:
@@ -266,8 +332,13 @@ class Role(models.TextChoices):
 
 class Hero(models.Model):
     uuid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    nickname = models.CharField(
-        max_length=NICKNAME_MAX_LENGTH, validators=[validate_storable_text, validate_plain_text]
+    nickname = models.CharField(max_length=NICKNAME_MAX_LENGTH, validators=NICKNAME_VALIDATORS)
+    # lookalikes.skeleton_digest(nickname): heroes whose nicknames look the same share
+    # it, so its unique constraint refuses the second one. Kept by normalize() and
+    # written(); NULL only where migration 0007 found an older hero looking the same
+    # (it reported them).
+    skeleton_digest = models.CharField(  # noqa: DJ001
+        max_length=64, null=True, editable=False
     )
     # NULL, not "", is "no role": the API shows it as null.
     role = models.CharField(max_length=16, choices=Role, null=True, blank=True)  # noqa: DJ001
@@ -290,6 +361,12 @@ class Hero(models.Model):
                 name=UNIQUE_NICKNAME_CONSTRAINT,
                 violation_error_message=NICKNAME_TAKEN_MESSAGE,
                 violation_error_code=NICKNAME_TAKEN_CODE,
+            ),
+            models.UniqueConstraint(
+                fields=[SKELETON_DIGEST_COLUMN],
+                name=UNIQUE_SKELETON_CONSTRAINT,
+                violation_error_message=NICKNAME_LOOKS_TAKEN_MESSAGE,
+                violation_error_code=NICKNAME_LOOKS_TAKEN_CODE,
             ),
             models.CheckConstraint(
                 condition=Q(role__in=Role.values) | Q(role__isnull=True),
@@ -346,7 +423,11 @@ class Hero(models.Model):
     def written(values: dict[str, object]) -> dict[str, object]:
         """What an UPDATE of `values` writes. Every write gives a hero a new version (see
         Hero.version) and refreshes updated_at, whoever writes: save(), the API, a bulk
-        update."""
+        update; a new nickname is normalised and comes with its skeleton digest."""
+        if isinstance(nickname := values.get("nickname"), str):
+            nickname = normalize_nickname(nickname)
+            values = {**values, "nickname": nickname}
+            values[SKELETON_DIGEST_COLUMN] = lookalikes.skeleton_digest(nickname)
         return {"updated_at": timezone.now(), **values, "version": F("version") + 1}
 
     @staticmethod
@@ -368,23 +449,32 @@ class Hero(models.Model):
     def normalize(self) -> None:
         """Put the fields in the form in which they are validated and stored."""
         self.nickname = normalize_nickname(self.nickname)
+        self.skeleton_digest = lookalikes.skeleton_digest(self.nickname)
 
     def clean_fields(self, exclude: Collection[str] | None = None) -> None:
         self.normalize()
         super().clean_fields(exclude)
 
     def validate_constraints(self, exclude: Collection[str] | None = None) -> None:
-        # The unique constraint is on Lower(nickname), so Django reports a clash as
-        # a non-field error; report it on the field the user can fix instead.
+        # The skeleton digest is no form field, so forms exclude it; it is the
+        # nickname's, checked whenever the nickname is.
+        if exclude is not None and "nickname" not in exclude:
+            exclude = set(exclude) - {SKELETON_DIGEST_COLUMN}
+        # Django reports a clash on Lower(nickname) or a custom message as a non-field
+        # error; report it on the field the user can fix instead, and a look-alike
+        # only when the nickname itself is not taken.
         try:
             super().validate_constraints(exclude)
         except ValidationError as error:
             errors = error.update_error_dict({})
             general = errors.pop(NON_FIELD_ERRORS, [])
-            taken = [e for e in general if e.code == NICKNAME_TAKEN_CODE]
+            clashes = {NICKNAME_TAKEN_CODE, NICKNAME_LOOKS_TAKEN_CODE}
+            taken = [e for e in general if e.code == NICKNAME_TAKEN_CODE] or [
+                e for e in general if e.code == NICKNAME_LOOKS_TAKEN_CODE
+            ]
             if taken:
                 errors.setdefault("nickname", []).extend(taken)
-            if rest := [e for e in general if e.code != NICKNAME_TAKEN_CODE]:
+            if rest := [e for e in general if e.code not in clashes]:
                 errors[NON_FIELD_ERRORS] = rest
             raise ValidationError(errors) from None
 
@@ -545,7 +635,7 @@ class HeroHistoryQuerySet(models.QuerySet["HeroHistory"]):
 
     def prune(self, before: datetime.datetime) -> int:
         """Delete the entries recorded before `before`: the one way entries go. On
-        PostgreSQL the table's trigger refuses any other DELETE (migration 0007)."""
+        PostgreSQL the table's trigger refuses any other DELETE (migration 0008)."""
         with transaction.atomic(using=self.db):
             connection = connections[self.db]
             if connection.vendor == "postgresql":
@@ -557,7 +647,7 @@ class HeroHistoryQuerySet(models.QuerySet["HeroHistory"]):
 
 class HeroHistory(models.Model):
     """One write of a hero, as the database recorded it: in the write's own transaction,
-    by a trigger on hrs_heroes (migration 0007), whichever door and transport the write
+    by a trigger on hrs_heroes (migration 0008), whichever door and transport the write
     took, with who wrote it as heroes_site.db.writers told the database.
 
     `changes` maps each editable field to [before, after]: every field for a create

@@ -16,9 +16,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Str
 
 from .models import (
     NICKNAME_MAX_LENGTH,
+    NICKNAME_VALIDATORS,
     Role,
     normalize_nickname,
-    validate_plain_text,
     validate_storable_text,
 )
 
@@ -43,13 +43,19 @@ def normalized_nickname(value: object) -> object:
 
 
 storable_text = pydantic_validator(validate_storable_text)
-# A BeforeValidator runs before the metadata ahead of it: normalised, then checked.
+# A BeforeValidator runs before the metadata ahead of it: normalised, then checked
+# by the model field's validators, in their order.
 Nickname = Annotated[
     str,
+    Field(
+        description="Unique, ignoring letter case and look-alikes. Unicode NFKC-normalised "
+        "and stripped, then 1 to 255 characters, with something visible; no control or "
+        "invisible characters, no look-alike letters of different scripts in one word "
+        "(Unicode TR39). A look-alike of a stored nickname is taken (409)."
+    ),
     StringConstraints(min_length=1, max_length=NICKNAME_MAX_LENGTH),
     BeforeValidator(normalized_nickname),
-    AfterValidator(storable_text),
-    AfterValidator(pydantic_validator(validate_plain_text)),
+    *(AfterValidator(pydantic_validator(validator)) for validator in NICKNAME_VALIDATORS),
 ]
 SearchText = Annotated[
     str, StringConstraints(max_length=NICKNAME_MAX_LENGTH), AfterValidator(storable_text)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.db.backends.signals import connection_created
 
 
@@ -7,6 +8,7 @@ class SiteConfig(AppConfig):
     `{% load project %}` template tags and the `migrate` command under a lock; and
     SQLite connections' heroes_writer() (heroes_site.db.writers)."""
 
+    default = True  # the app "heroes_site" (AdminConfig below is the admin's)
     name = "heroes_site"
     verbose_name = "Site"
 
@@ -14,3 +16,10 @@ class SiteConfig(AppConfig):
         from heroes_site.db.writers import register_sqlite_function
 
         connection_created.connect(register_sqlite_function)
+
+
+class AdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin, with heroes_site.admin.HeroesAdminSite as its site."""
+
+    default = False
+    default_site = "heroes_site.admin.HeroesAdminSite"

@@ -15,6 +15,7 @@ import time
 import psycopg
 from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
+from psycopg_pool import PoolTimeout
 
 from heroes_site import replicas as routing
 from heroes_site.db import Statement, Transport, arun
@@ -84,6 +85,13 @@ async def database_report() -> dict:
         "database": "migrations pending" if pending else "ok" if up else "unavailable",
         "replicas": await arun(replica_statuses) if routing.replicas.aliases else [],
     }
+
+
+def pool_exhausted(error: BaseException) -> bool:
+    """Whether a database error only means that no pooled connection came free in time:
+    the instance is busy, the database may well be up. (Django raises PoolTimeout
+    as its OperationalError, caused by it.)"""
+    return isinstance(error, PoolTimeout) or isinstance(error.__cause__, PoolTimeout)
 
 
 async def database_is_up() -> bool:

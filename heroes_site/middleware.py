@@ -2,20 +2,25 @@
 request crosses it without a hop to a worker thread (Django's middleware gets
 event-loop twins for that: heroes_site.event_loop_middleware)."""
 
+import asyncio
+import functools
 import logging
 import re
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
 
 from . import views
+from .health import pool_exhausted
 from .log_formats import REQUEST_ID_KEY, current_request_id
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -184,12 +189,51 @@ def request_body_limit(get_response: Handler) -> Handler:
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
-    """A friendly 503 page, not a 500, while the database cannot be reached."""
+    """A friendly 503 page, not a 500, while the database cannot be reached, or while
+    every pooled connection is taken (then saying busy, not unavailable)."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
-        logging.getLogger(__name__).error(
-            "Database unavailable on %s %s: %s", request.method, request.path, exception
-        )
+        logger = logging.getLogger(__name__)
+        if pool_exhausted(exception):
+            logger.warning("Busy on %s %s: %s", request.method, request.path, exception)
+            return views.server_busy(request)
+        logger.error("Database unavailable on %s %s: %s", request.method, request.path, exception)
         return views.database_unavailable(request)
+
+
+@async_only_middleware
+def bounded_logins(get_response: Handler) -> Handler:
+    """At most settings.LOGINS_AT_ONCE login attempts (POSTs to the login pages) at a
+    time in this process, fewer than its pooled database connections: checking a
+    password is slow on purpose, and it and the lockout's queries hold a connection,
+    so a flood of logins could otherwise take every connection from the pages and the
+    API. The others wait on the event loop (holding no thread or connection), at most
+    settings.LOGIN_WAIT seconds, then get the busy page (503, Retry-After)."""
+    places: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        weakref.WeakKeyDictionary()
+    )  # per event loop: a semaphore belongs to one (tests run several)
+
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        if request.method != "POST" or request.path not in login_paths():
+            return await get_response(request)
+        loop = asyncio.get_running_loop()
+        if (place := places.get(loop)) is None:
+            place = places[loop] = asyncio.Semaphore(settings.LOGINS_AT_ONCE)
+        try:
+            await asyncio.wait_for(place.acquire(), timeout=settings.LOGIN_WAIT)
+        except TimeoutError:
+            logging.getLogger(__name__).warning("Busy: login attempt turned away")
+            return views.server_busy(request)
+        try:
+            return await get_response(request)
+        finally:
+            place.release()
+
+    return middleware
+
+
+@functools.cache
+def login_paths() -> frozenset[str]:
+    return frozenset({reverse("login"), reverse("admin:login")})

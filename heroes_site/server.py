@@ -1,5 +1,6 @@
 """The HTTP server side of `make serve`: gunicorn's uvicorn worker, speaking HTTP
-through uvicorn's httptools protocol with a bound on the size of a request's head."""
+through uvicorn's httptools protocol with bounds on the size of a request's head and
+on the time it may take to arrive."""
 
 import asyncio
 import logging
@@ -24,7 +25,10 @@ HEAD_TOO_LARGE = b"".join(
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a request whose request line and
-    headers exceed settings.MAX_REQUEST_HEADER_SIZE bytes: 431, connection closed.
+    headers exceed settings.MAX_REQUEST_HEADER_SIZE bytes (431, connection closed), and
+    closing a connection whose request head has not arrived whole within
+    settings.REQUEST_HEAD_TIMEOUT seconds of the connection, or of the end of its
+    previous response.
 
     Neither uvicorn nor httptools limits a request's head: httptools keeps a header
     until its end arrives (copying it again with every piece), so one 64 MB header
@@ -32,6 +36,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     parser is fed no more of a head than the limit allows: if the head has not ended
     by then, it is too large. That costs a comparison per read. (h11 has such a limit,
     but h11 is much slower than httptools.)
+
+    uvicorn times out an idle keep-alive connection (gunicorn's `keepalive`), but only
+    until its first byte: a head begun and never finished, or a connection that never
+    sends anything, held a file descriptor for good, and tens of thousands of them
+    left a worker none to accept other clients with.
     """
 
     # uvicorn's own override narrows the argument the same way (and ignores it too).
@@ -41,6 +50,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.reading_head = True  # between requests, or in a request line and headers
         self.head_size = 0
         self.head_started_in_this_read = False
+        self.head_deadline: asyncio.TimerHandle | None = None
+        self.await_head()
+
+    def await_head(self) -> None:
+        """Give the next request's head REQUEST_HEAD_TIMEOUT seconds from now."""
+        self.cancel_head_deadline()
+        timeout = settings.REQUEST_HEAD_TIMEOUT
+        self.head_deadline = self.loop.call_later(timeout, self.head_timed_out)
+
+    def cancel_head_deadline(self) -> None:
+        if self.head_deadline is not None:
+            self.head_deadline.cancel()
+            self.head_deadline = None
+
+    def head_timed_out(self) -> None:
+        self.head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.head_started_in_this_read = False
@@ -70,6 +97,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.reading_head = False
+        self.cancel_head_deadline()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -77,6 +105,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.reading_head = True
         self.head_size = 0
         self.head_started_in_this_read = True
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The next head's time starts now, unless a pipelined request, whose head is
+        # in already, has just started.
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self.await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cancel_head_deadline()
+        super().connection_lost(exc)
 
 
 class BoundedUvicornWorker(UvicornWorker):

@@ -116,6 +116,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.whole_number(
 MAX_REQUEST_HEADER_SIZE: int = env.whole_number(
     "MAX_REQUEST_HEADER_SIZE", 64 * 1024, minimum=1, unit="bytes"
 )
+# Slow clients: under make serve a connection whose request head has not arrived whole
+# this many seconds after it opened, or after its previous response, is closed.
+REQUEST_HEAD_TIMEOUT = env.seconds("REQUEST_HEAD_TIMEOUT", 10.0)
 
 # make serve's gunicorn reads WEB_CONCURRENCY (heroes_site/gunicorn.conf.py), and fails
 # on a bad one with a traceback before it reads its configuration; make serve runs
@@ -134,7 +137,7 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "heroes_site.apps.AdminConfig",  # django.contrib.admin, with the site's admin site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -155,6 +158,7 @@ MIDDLEWARE = [
     "heroes_site.replicas.replica_reads",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
+    "heroes_site.middleware.bounded_logins",
     "heroes_site.middleware.private_for_sessions",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -237,10 +241,13 @@ AXES_COOLOFF_TIME = timedelta(
     minutes=env.whole_number("AXES_COOLOFF_MINUTES", 15, minimum=1, unit="minutes")
 )
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# ...and one client address after this many failures within the cool-off, whatever the
+# usernames (heroes_site.lockout.AddressLockingHandler).
+AXES_ADDRESS_FAILURE_LIMIT = env.whole_number("AXES_ADDRESS_FAILURE_LIMIT", 30, minimum=1)
 # Each attempt while locked restarts the cool-off (axes' default; the 429 page says so).
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
 # Attempts live in the database, so every worker and replica counts the same failures.
-AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_HANDLER = "heroes_site.lockout.AddressLockingHandler"  # axes' database handler, and more
 # The socket's peer, which the server (uvicorn, gunicorn) has already replaced with the
 # X-Forwarded-For address only when the peer is one of its FORWARDED_ALLOW_IPS.
 AXES_CLIENT_IP_CALLABLE = "heroes_site.lockout.client_address"
@@ -248,6 +255,13 @@ AXES_LOCKOUT_CALLABLE = "heroes_site.lockout.locked_out"  # templates/registrati
 # axes logs its lockout decisions at WARNING; not verbose keeps the client's
 # User-Agent out of those lines (the username and address are masked).
 AXES_VERBOSE = False
+
+# Logging in hashes the password on purpose slowly, and the lockout's queries and the
+# hash hold a pooled database connection: at most this many login attempts run at once
+# in a server process (heroes_site.middleware.bounded_logins), fewer than the pool's
+# connections; one that finds no place within LOGIN_WAIT seconds gets the busy page (503).
+LOGINS_AT_ONCE = env.whole_number("LOGINS_AT_ONCE", 2, minimum=1)
+LOGIN_WAIT = env.seconds("LOGIN_WAIT", 5.0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "heroes:list"

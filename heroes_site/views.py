@@ -20,6 +20,12 @@ async def favicon(request: HttpRequest) -> HttpResponseRedirect:
     return HttpResponseRedirect(static("favicon.svg"))
 
 
+# Seconds a client is asked to wait before trying again (Retry-After) while the
+# database is unreachable, and while the server is only busy.
+UNAVAILABLE_RETRY_AFTER = 5
+BUSY_RETRY_AFTER = 2
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:
     """Django's CSRF failure view, with 403_csrf.html rendered only when it is sent.
 
@@ -46,4 +52,11 @@ def request_too_large(request: HttpRequest) -> HttpResponse:
 def database_unavailable(request: HttpRequest) -> HttpResponse:
     """503 while the database cannot be reached (heroes_site.middleware)."""
     page = render_to_string("503.html")
-    return HttpResponse(page, status=503, headers={"Retry-After": "5"})
+    return HttpResponse(page, status=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+
+
+def server_busy(request: HttpRequest) -> HttpResponse:
+    """503 while no database connection or login place is free (heroes_site.middleware):
+    busy, not down, so sooner."""
+    page = render_to_string("503.html", {"busy": True})
+    return HttpResponse(page, status=503, headers={"Retry-After": str(BUSY_RETRY_AFTER)})

@@ -137,23 +137,29 @@ def server_log(request: pytest.FixtureRequest, caplog) -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-def fresh_postgres_database() -> Iterator[str]:
-    """The URL of an empty database of its own on a PostgreSQL server, dropped afterwards:
-    the test database's server, or (when the tests run on SQLite) TEST_POSTGRES_SERVER's,
-    by default the local one. For what needs PostgreSQL whatever the test database is."""
+def postgres_server() -> str:
+    """The URL of a PostgreSQL server (no database): the test database's, or (when the
+    tests run on SQLite) TEST_POSTGRES_SERVER, by default the local one. For what needs
+    PostgreSQL whatever the test database is; skips if there is none."""
     if connection.vendor == "postgresql":
         params = connection.get_connection_params()
-        server = f"postgres://{params['user']}@{params['host']}:{params.get('port') or 5432}"
-    else:
-        server = os.environ.get("TEST_POSTGRES_SERVER", "postgres://postgres@127.0.0.1:5432")
-    name = f"heroes_fresh_{secrets.token_hex(4)}"
+        return f"postgres://{params['user']}@{params['host']}:{params.get('port') or 5432}"
+    server = os.environ.get("TEST_POSTGRES_SERVER", "postgres://postgres@127.0.0.1:5432")
     try:
-        with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=2) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+        psycopg.connect(f"{server}/postgres", connect_timeout=2).close()
     except psycopg.OperationalError as error:
         pytest.skip(f"needs a PostgreSQL server; none at {server}: {error}")
-    yield f"{server}/{name}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+    return server
+
+
+@pytest.fixture
+def fresh_postgres_database(postgres_server: str) -> Iterator[str]:
+    """The URL of an empty database of its own on postgres_server, dropped afterwards."""
+    name = f"heroes_fresh_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{postgres_server}/{name}"
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

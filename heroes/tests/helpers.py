@@ -136,6 +136,12 @@ def make_user(username: str, actions: tuple[str, ...], **fields) -> AbstractUser
     return user
 
 
+def give_history(user: AbstractUser) -> AbstractUser:
+    """The user, who may now see the heroes' history (heroes.view_herohistory)."""
+    user.user_permissions.add(Permission.objects.get(codename="view_herohistory"))
+    return get_user_model().objects.get(pk=user.pk)  # without the cached permissions
+
+
 # Writes of other users that overlap a request's (committed while it is in its
 # transaction, or at the same moment) need connections that write at once: SQLite's
 # shared in-memory test database refuses them ("database table is locked").

@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 from django.test import Client
 from playwright.sync_api import Browser, Page
 
-from .helpers import HERO_ACTIONS, make_user
+from .helpers import HERO_ACTIONS, give_history, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,8 +81,9 @@ def js_page(browser: Browser, live_server) -> Iterator[Page]:
 
 
 USERS: dict[str, Callable[[], Any]] = {
-    "staff on the pages": lambda: make_user("staff", HERO_ACTIONS, is_staff=True),
-    "staff in the admin": lambda: make_user("staff", HERO_ACTIONS, is_staff=True),
+    # Who may also see the heroes' history: the pages and the admin show it.
+    "staff on the pages": lambda: give_history(make_user("staff", HERO_ACTIONS, is_staff=True)),
+    "staff in the admin": lambda: give_history(make_user("staff", HERO_ACTIONS, is_staff=True)),
     "reader": lambda: make_user("reader", ()),
     "superuser": lambda: get_user_model().objects.create_superuser("root", password=None),
 }

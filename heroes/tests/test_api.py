@@ -86,6 +86,26 @@ def refuse_connection(*args, **kwargs):
     raise psycopg.OperationalError("connection refused")
 
 
+@pytest.mark.parametrize(
+    ("cause", "detail", "retry_after"),
+    [
+        (PoolTimeout("couldn't get a connection"), "The server is busy; try again shortly.", "2"),
+        (None, "The database is unavailable; try again shortly.", "5"),
+    ],
+    ids=["busy-pool", "unreachable"],
+)
+async def test_a_database_error_is_a_503_saying_busy_only_when_busy(
+    async_client, monkeypatch, cause, detail, retry_after
+):
+    async def fail(*args, **kwargs):
+        raise OperationalError("no connection") from cause
+
+    monkeypatch.setattr("heroes.models.current_hero", fail)
+    response = await async_client.get(f"{HEROES}/{uuid.uuid4()}")
+    assert (response.status_code, response["Retry-After"]) == (503, retry_after)
+    assert response.json() == {"detail": detail}
+
+
 async def test_health_is_503_when_the_database_fails(async_client, monkeypatch):
     def refuse(*args, **kwargs):
         raise OperationalError("connection refused")
@@ -229,15 +249,38 @@ async def test_create_invalid_input_is_422_in_fastapi_shape(api, case):
     assert not await Hero.objects.aexists()
 
 
-@pytest.mark.parametrize(
-    ("body", "content_type"),
-    [('{"nickname": ', "application/json"), ("nickname=Thor", "application/x-www-form-urlencoded")],
-)
-async def test_create_with_an_unparsable_body_is_400_json(api, body, content_type):
-    response = await api.post(HEROES, body, content_type=content_type)
+async def test_create_with_an_unparsable_body_is_400_json(api):
+    response = await api.post(HEROES, '{"nickname": ', content_type="application/json")
     assert response.status_code == 400
     assert "detail" in response.json()
     assert not await Hero.objects.aexists()
+
+
+NOT_JSON = [
+    ("nickname=Thor", "application/x-www-form-urlencoded"),
+    ('{"nickname": "Thor"}', "text/plain"),
+    ('{"nickname": "Thor"}', ""),
+    ('{"nickname": "Thor"}', "application/jsonx"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), NOT_JSON)
+async def test_a_body_that_is_not_json_is_415(api, hero, body, content_type):
+    detail = {"detail": "The request body must be JSON: send Content-Type: application/json."}
+    response = await api.post(HEROES, body, content_type=content_type)
+    assert (response.status_code, response.json()) == (415, detail)
+    response = await api.patch(f"{HEROES}/{hero.uuid}", body, content_type=content_type)
+    assert (response.status_code, response.json()) == (415, detail)
+    assert [h.nickname async for h in Hero.objects.all()] == [hero.nickname]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "application/merge-patch+json"]
+)
+async def test_json_bodies_of_any_json_type_are_taken(api, hero, content_type):
+    response = await api.patch(f"{HEROES}/{hero.uuid}", '{"role": "tank"}', content_type)
+    assert response.status_code == 200
+    assert (await Hero.objects.aget(pk=hero.pk)).role == "tank"
 
 
 # Get
@@ -606,10 +649,18 @@ async def test_list_pages_through_heroes_created_in_one_instant_once_each(async_
     assert listed == sorted(listed, reverse=True)  # ties in uuid order, descending
 
 
-@pytest.mark.parametrize(("page_size", "expected"), [(5, 5), (100, 45), (1000, 45), (0, 1)])
+@pytest.mark.parametrize(("page_size", "expected"), [(5, 5), (100, 45), (1000, 45)])
 async def test_list_page_size_is_bounded(async_client, many_heroes, page_size, expected):
     response = await async_client.get(HEROES, {"page_size": page_size})
     assert len(response.json()["results"]) == expected
+
+
+@pytest.mark.parametrize("page_size", [0, -3])
+async def test_a_page_size_below_one_is_422(async_client, page_size):
+    response = await async_client.get(HEROES, {"page_size": page_size})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["loc"], error["type"]) == (["query", "page_size"], "greater_than_equal")
 
 
 async def test_list_page_size_is_capped_at_100(async_client):
@@ -766,13 +817,22 @@ async def test_openapi_describes_every_operation(async_client, settings):
         (f"{hero_path}/history", "get"),
     }
     responses = {key: set(operation["responses"]) for key, operation in operations.items()}
-    assert responses[f"{hero_path}/history", "get"] == {"200", "401", "403", "404", "422"}
-    assert responses[HEROES, "post"] == {"201", "401", "403", "409", "422"}
-    assert responses[hero_path, "patch"] == {"200", "401", "403", "404", "409", "412", "422"}
-    assert responses[hero_path, "delete"] == {"200", "401", "403", "404", "412"}
-    assert responses[hero_path, "get"] == {"200", "304", "404"}
-    writes = [(HEROES, "post"), (hero_path, "patch"), (hero_path, "delete")]
-    for key in [*writes, (f"{hero_path}/history", "get")]:
+    # Every operation may answer 400 (malformed) and 503 (unreachable or busy); one
+    # with a body 413 (too large) and 415 (not JSON).
+    anywhere, body = {"400", "503"}, {"413", "415"}
+    assert responses[HEROES, "post"] == {"201", "401", "403", "409", "422", *anywhere, *body}
+    assert responses[hero_path, "patch"] == {
+        *{"200", "401", "403", "404", "409", "412", "422"},
+        *anywhere,
+        *body,
+    }
+    assert responses[hero_path, "delete"] == {"200", "401", "403", "404", "412", *anywhere}
+    assert responses[hero_path, "get"] == {"200", "304", "404", *anywhere}
+    assert responses[HEROES, "get"] == {"200", "422", *anywhere}
+    assert responses["/api/v1/health", "get"] == {"200", *anywhere}
+    history = (f"{hero_path}/history", "get")
+    assert responses[history] == {"200", "401", "403", "404", "422", *anywhere}
+    for key in [(HEROES, "post"), (hero_path, "patch"), (hero_path, "delete"), history]:
         assert operations[key]["security"], key
     for key in [(HEROES, "post"), (hero_path, "patch")]:
         assert "requestBody" in operations[key]

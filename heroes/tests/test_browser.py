@@ -85,6 +85,24 @@ def test_create_a_hero_after_fixing_a_taken_nickname(page: Page, heroes, staff_u
     expect(page).to_have_url(re.compile(f"/heroes/{hero.pk}/$"))
 
 
+def test_the_create_page_refuses_look_alike_nicknames(page: Page, heroes, staff_user):
+    Hero.objects.create(nickname="Top")
+    log_in(page, "staff", STAFF_PASSWORD)
+    page.goto("/heroes/new/")
+    nickname, error = page.get_by_label("Nickname"), page.locator("#id_nickname_error")
+    cyrillic_e, cyrillic_top = "Z\u0435d", "\u0422\u043e\u0440"
+    for typed, message in [
+        (cyrillic_e, f"“{cyrillic_e}” mixes letters of different scripts that look alike"),
+        (cyrillic_top, "A hero with a nickname that looks the same already exists."),
+        ("\u2800", "A nickname needs at least one visible character."),
+    ]:
+        nickname.fill(typed)
+        page.get_by_role("button", name="Create hero").click()
+        expect(error).to_contain_text(message, timeout=5000)
+        expect(nickname).to_have_value(typed, timeout=5000)
+    assert not Hero.objects.filter(nickname__in=[cyrillic_e, cyrillic_top, "\u2800"]).exists()
+
+
 def test_edit_a_hero(page: Page, heroes, staff_user):
     hero = heroes[2]
     log_in(page, "staff", STAFF_PASSWORD)

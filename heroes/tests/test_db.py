@@ -543,15 +543,15 @@ async def test_the_lifespan_opens_the_pools_and_closes_them():
 
 
 @postgresql_only
-async def test_a_database_error_on_the_pools_is_a_json_503(world, monkeypatch):
+async def test_a_busy_pool_on_the_event_loop_is_a_json_503_saying_busy(world, monkeypatch):
     async def busy(*args, **kwargs):
         raise PoolTimeout("couldn't get a connection after 3.00 sec")
 
     async with serving():
         monkeypatch.setattr(type(OnPools.opened.pools[DEFAULT_DB_ALIAS]), "getconn", busy)
         response = await AsyncClient().get(f"/api/v1/heroes/{world[0].pk}")
-    assert response.status_code == 503
-    assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+    assert (response.status_code, response["Retry-After"]) == (503, "2")
+    assert response.json() == {"detail": "The server is busy; try again shortly."}
 
 
 @postgresql_only

@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -120,47 +121,41 @@ def test_the_readme_gives_the_localhost_form_of_make_serve_first():
 # The servers' start
 
 
-# A server that is not there, and (in the PostgreSQL run) a database that is not.
-UNREACHABLE = [
-    "down",
-    pytest.param(
-        "missing",
-        marks=pytest.mark.skipif(
-            connection.vendor != "postgresql", reason="needs a PostgreSQL server to ask"
-        ),
-    ),
-]
+# A server that is not there, and a database that is not on a server that is.
+UNREACHABLE = ["down", "missing"]
 
 
-def database_url(kind: str) -> tuple[str, str]:
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> tuple[str, str]:
     """(DATABASE_URL, the one line expected) for a server down or a database missing."""
-    if kind == "down":
+    if request.param == "down":
         port = free_port()
         return (
             f"postgres://postgres@127.0.0.1:{port}/heroes",
             f"Cannot connect to the database heroes at 127.0.0.1:{port}: Connection refused. "
             "Is the server running on that host and accepting TCP/IP connections?",
         )
-    params = connection.get_connection_params()
+    server = request.getfixturevalue("postgres_server")
     name = f"heroes_missing_{secrets.token_hex(4)}"
-    host, port = params.get("host") or "localhost", params.get("port") or 5432
+    host_and_port = urlsplit(server).netloc.rpartition("@")[2]
     return (
-        f"postgres://{params['user']}@{host}:{port}/{name}",
-        f'Cannot connect to the database {name} at {host}:{port}: database "{name}" does not exist',
+        f"{server}/{name}",
+        f'Cannot connect to the database {name} at {host_and_port}: database "{name}" does not '
+        "exist",
     )
 
 
-@pytest.mark.parametrize("kind", UNREACHABLE)
-def test_migrate_says_in_one_line_why_the_database_cannot_be_reached(kind):
-    url, line = database_url(kind)
+@pytest.mark.parametrize("database_url", UNREACHABLE, indirect=True)
+def test_migrate_says_in_one_line_why_the_database_cannot_be_reached(database_url):
+    url, line = database_url
     result = manage("migrate", "--no-input", DATABASE_URL=url)
     assert result.returncode != 0
     assert result.stderr.splitlines() == [f"CommandError: {line}"]
 
 
-@pytest.mark.parametrize("kind", UNREACHABLE)
-def test_the_server_does_not_start_without_its_database(kind, tmp_path, collected_static):
-    url, line = database_url(kind)
+@pytest.mark.parametrize("database_url", UNREACHABLE, indirect=True)
+def test_the_server_does_not_start_without_its_database(database_url, tmp_path, collected_static):
+    url, line = database_url
     env = production_env(tmp_path, DATABASE_URL=url, STATIC_ROOT=str(collected_static))
     server = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "heroes_site/gunicorn.conf.py", SERVED_APP],

@@ -11,8 +11,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser, Permission
+from django.contrib.auth.models import AbstractUser
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
 from django.test import AsyncClient, Client
@@ -21,16 +20,11 @@ from django.utils import timezone
 
 from heroes.models import AppendOnly, Hero, HeroHistory
 
-from .helpers import HERO_ACTIONS, json_through_asgi, make_user
+from .helpers import HERO_ACTIONS, give_history, json_through_asgi, make_user
 
 pytestmark = pytest.mark.django_db
 
 HEROES = "/api/v1/heroes"
-
-
-def give_history(user: AbstractUser) -> AbstractUser:
-    user.user_permissions.add(Permission.objects.get(codename="view_herohistory"))
-    return get_user_model().objects.get(pk=user.pk)  # without the cached permissions
 
 
 @pytest.fixture

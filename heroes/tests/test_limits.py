@@ -1,7 +1,10 @@
 """Bounded requests (SPEC §11): a body over DATA_UPLOAD_MAX_MEMORY_SIZE gets 413 before
-it is read, and a request head over MAX_REQUEST_HEADER_SIZE is refused, without a worker
-growing. Shown on `make serve`'s server over raw sockets (which also says once where it
-is ready), and through Django's test client."""
+it is read, a request head over MAX_REQUEST_HEADER_SIZE is refused, without a worker
+growing, and slow clients cannot hold the server (a head not whole within
+REQUEST_HEAD_TIMEOUT seconds, an idle keep-alive connection: closed; with hundreds of
+them open, others are served). Shown on `make serve`'s server over raw sockets, in
+bounded loops (which also says once where it is ready), and through Django's test
+client."""
 
 import json
 import shutil
@@ -24,6 +27,10 @@ BODY_LIMIT = 2_621_440  # the default, 2.5 MB
 HEAD_LIMIT = 65_536
 CHUNK = 64 * 1024
 HUGE_HEADER = 64 * 1024 * 1024
+HEAD_TIMEOUT = 2  # seconds; the default is 10
+KEEPALIVE = 5  # gunicorn.conf.py's keepalive
+SLOW_CLIENTS = 300
+PARTIAL_HEAD = b"GET /heroes/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +45,7 @@ def served(tmp_path_factory, migrated_sqlite, collected_static):
         STATIC_ROOT=str(collected_static),
         DATA_UPLOAD_MAX_MEMORY_SIZE=str(BODY_LIMIT),
         MAX_REQUEST_HEADER_SIZE=str(HEAD_LIMIT),
+        REQUEST_HEAD_TIMEOUT=str(HEAD_TIMEOUT),
     )
     created = manage(
         "shell",
@@ -287,3 +295,74 @@ def test_a_form_over_the_limit_is_a_413_page(client, writer):
 @pytest.fixture
 def api_token_client(writer_token) -> Client:
     return Client(headers={"Authorization": f"Bearer {writer_token}"})
+
+
+# Slow clients
+
+
+def seconds_until_closed(sock: socket.socket, started: float, limit: float) -> float:
+    """How long after `started` the server closed `sock` (it sends nothing before), or
+    fail once `limit` seconds have passed."""
+    sock.settimeout(max(limit - (time.monotonic() - started), 0.01))
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open for over {limit} s")
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - started
+
+
+def test_hundreds_of_unfinished_heads_are_closed_and_others_are_served(served):
+    started = time.monotonic()
+    slow = [connect(served.port) for _ in range(SLOW_CLIENTS)]
+    for n, sock in enumerate(slow):
+        if n % 3:  # a third sends nothing at all
+            sock.sendall(PARTIAL_HEAD)
+
+    # Meanwhile other clients are served, on new connections.
+    for _ in range(20):
+        status, body, _ = request(f"{served.base}/heroes/")
+        assert status == 200, body
+    assert request(f"{served.base}/api/v1/health")[0] == 200
+
+    closed_after = [seconds_until_closed(sock, started, HEAD_TIMEOUT + 8) for sock in slow]
+    for sock in slow:
+        sock.close()
+    print(
+        f"{SLOW_CLIENTS} slow connections closed by the server after "
+        f"{min(closed_after):.1f}-{max(closed_after):.1f} s (REQUEST_HEAD_TIMEOUT={HEAD_TIMEOUT})"
+    )
+    assert min(closed_after) >= HEAD_TIMEOUT - 0.5  # not before their time
+    assert request(f"{served.base}/heroes/")[0] == 200
+
+
+def test_a_head_trickling_in_is_closed_even_though_bytes_keep_coming(served):
+    with connect(served.port) as sock:
+        started = time.monotonic()
+        for byte in PARTIAL_HEAD[:24]:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.25)  # 24 bytes over 6 s: longer than the timeout
+        took = seconds_until_closed(sock, started, HEAD_TIMEOUT + 8)
+    assert HEAD_TIMEOUT - 0.5 <= took < 6
+
+
+def test_a_slow_but_whole_head_is_served_and_the_idle_connection_then_closed(served):
+    with connect(served.port) as sock:
+        head = b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        for piece in (head[:10], head[10:30], head[30:]):
+            sock.sendall(piece)
+            time.sleep(0.4)  # 1.2 s in all, within the timeout
+        response = b""
+        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+            response += sock.recv(65536)
+        assert response.startswith(b"HTTP/1.1 200 ")
+        # Kept alive, then closed once idle: after REQUEST_HEAD_TIMEOUT here, shorter
+        # than gunicorn's keepalive.
+        answered = time.monotonic()
+        took = seconds_until_closed(sock, answered, KEEPALIVE + 5)
+    assert HEAD_TIMEOUT - 0.5 <= took < KEEPALIVE

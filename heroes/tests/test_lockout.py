@@ -2,6 +2,7 @@
 one client address lock that pair on both login pages, until the cool-off has passed
 or staff clear the lock."""
 
+import asyncio
 import contextlib
 import http.client
 import io
@@ -23,11 +24,13 @@ from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.test import Client
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from heroes_site.event_loop_middleware import EVENT_LOOP_TWINS
+from heroes_site.middleware import bounded_logins
 
 from .helpers import REPO_ROOT, STAFF_PASSWORD, AsgiBrowser, csrf_token_in, make_user, manage
 
@@ -129,6 +132,62 @@ def test_the_same_user_from_another_address_is_not_affected(client, staff_user, 
     elsewhere = Client(REMOTE_ADDR="203.0.113.7")
     assert log_in(elsewhere, "staff", STAFF_PASSWORD, page).status_code == 302
     assert is_logged_in(elsewhere)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", LOGIN_PAGES)
+def test_failures_with_ever_new_usernames_lock_the_address(client, staff_user, settings, page):
+    settings.AXES_ADDRESS_FAILURE_LIMIT = 4
+    statuses = [log_in(client, f"nobody{n}", WRONG_PASSWORD, page).status_code for n in range(4)]
+    assert statuses == [200] * 3 + [429]
+    response = log_in(client, "staff", STAFF_PASSWORD, page)  # any username, right password
+    assert response.status_code == 429
+    assert not is_logged_in(client)
+    text = response.content.decode()
+    assert "Logging in from your address has failed too many times, whatever the username" in text
+    assert "<strong>staff</strong>" not in text
+    # Another address is not affected.
+    elsewhere = Client(REMOTE_ADDR="203.0.113.7")
+    assert log_in(elsewhere, "staff", STAFF_PASSWORD, page).status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_address_limit_is_higher_than_the_pairs_by_default(client, staff_user):
+    assert settings.AXES_ADDRESS_FAILURE_LIMIT > settings.AXES_FAILURE_LIMIT
+    for n in range(settings.AXES_ADDRESS_FAILURE_LIMIT - 1):
+        assert log_in(client, f"typo{n}", WRONG_PASSWORD).status_code == 200
+    assert log_in(client, "staff", STAFF_PASSWORD).status_code == 302
+
+
+@pytest.mark.asyncio
+async def test_login_attempts_beyond_the_limit_wait_then_get_the_busy_page(settings):
+    settings.LOGINS_AT_ONCE, settings.LOGIN_WAIT = 2, 0.2
+    release, both_running = asyncio.Event(), asyncio.Event()
+    running = []
+
+    async def slow_login(request):
+        running.append(request)
+        if len(running) == 2:
+            both_running.set()
+        if request.method == "POST" and request.path in LOGIN_PAGES:
+            await asyncio.wait_for(release.wait(), timeout=10)
+        return HttpResponse("checked")
+
+    gate = bounded_logins(slow_login)
+    post = RequestFactory().post
+    first = [asyncio.create_task(gate(post(page))) for page in LOGIN_PAGES]
+    await asyncio.wait_for(both_running.wait(), timeout=10)
+    turned_away = await gate(post("/accounts/login/"))
+    assert turned_away.status_code == 503
+    assert turned_away["Retry-After"] == "2"
+    assert "is too busy to answer this request right now" in turned_away.content.decode()
+    # Other requests, and logins once a place is free, go straight through.
+    assert (await gate(RequestFactory().get("/accounts/login/"))).status_code == 200
+    assert (await gate(post("/heroes/new/"))).status_code == 200
+    release.set()
+    assert [(await task).status_code for task in first] == [200, 200]
+    assert (await gate(post("/admin/login/"))).status_code == 200
+    assert len(running) == 5
 
 
 @pytest.mark.django_db

@@ -107,7 +107,8 @@ def test_every_line_written_for_a_request_carries_its_id(client, server_log, mon
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Hero.objects, "listing", explode)
+    for listing in ("listing", "cursor_page"):  # the pages', the API's
+        monkeypatch.setattr(Hero.objects, listing, explode)
     client.raise_request_exception = False
     assert client.get("/heroes/", headers={"X-Request-ID": "page-1"}).status_code == 500
     assert client.get("/api/v1/heroes", headers={"X-Request-ID": "api-1"}).status_code == 500

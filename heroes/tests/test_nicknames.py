@@ -25,8 +25,15 @@ from heroes.models import (
 from .helpers import load_data
 
 DATA = load_data("nicknames")
-NON_TEXT = pytest.mark.parametrize("case", DATA["non_text"], ids=lambda c: c["what"])
-NORMALIZED = pytest.mark.parametrize("case", DATA["normalized"], ids=lambda c: c["what"])
+
+
+def cases(name: str) -> pytest.MarkDecorator:
+    """Run the test for each case of data/nicknames.json's list `name`, named by its "what"."""
+    return pytest.mark.parametrize("case", DATA[name], ids=lambda case: case["what"])
+
+
+NON_TEXT = cases("non_text")
+NORMALIZED = cases("normalized")
 # 15 characters, 270 once normalised: U+FDFA is an 18-character Arabic phrase in NFKC.
 EXPANDS_BEYOND_MAX = "\ufdfa" * 15
 # 400 characters, 200 once normalised: "e" + combining acute accent becomes "é".

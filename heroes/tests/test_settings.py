@@ -32,6 +32,16 @@ def test_malformed_database_url_fails_with_one_line():
     assert result.stderr.strip().splitlines() == [f"Configuration error: {BAD_DATABASE_URL}"]
 
 
+@pytest.mark.parametrize(("name", "value"), [("REQUEST_HEAD_TIMEOUT", "abc"), ("LOGIN_WAIT", "0")])
+def test_a_bad_number_of_seconds_fails_with_one_line(name, value):
+    result = manage("check", **{name: value})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"Configuration error: {name} must be a number of seconds above 0, such as 3 or 0.5, "
+        f"not '{value}'"
+    ]
+
+
 @pytest.mark.parametrize(
     "url", ["nonsense", "mysql://user@host/db", "postgres://user@host:port/db", "postgres://"]
 )

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django.views.defaults import server_error
+from psycopg_pool import PoolTimeout
 
 from heroes.models import HERO_DELETED_MESSAGE as DELETED
 from heroes.models import Hero, HeroQuerySet, Role
@@ -737,6 +738,19 @@ def test_error_pages_made_without_a_request_share_the_base_and_need_no_context(
     assert f'<a class="site-name" href="{LIST}">Guild</a>' in content
     assert f"<h1>{heading}</h1>" in content
     assert 'class="site-nav"' not in content  # the menu and the account need the request
+
+
+def test_a_busy_pool_gets_the_busy_page_not_unavailable(client, monkeypatch):
+    def busy(*args, **kwargs):
+        raise OperationalError("couldn't get a connection") from PoolTimeout("3.00 sec")
+
+    monkeypatch.setattr(HeroQuerySet, "listing", busy)
+    response = client.get(LIST)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "2"
+    content = response.content.decode()
+    assert f"{settings.PROJECT_NAME} is too busy to answer this request right now" in content
+    assert "cannot reach its database" not in content
 
 
 def test_the_database_unavailable_page_is_a_503_to_retry(client, monkeypatch):

@@ -159,7 +159,7 @@ def run_for_vendor(postgresql, sqlite):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('heroes', '0006_hero_version'),
+        ('heroes', '0007_nickname_skeleton_digest'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
