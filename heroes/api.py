@@ -21,7 +21,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import SuspiciousOperation
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
@@ -34,7 +34,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
-from heroes_site.db import CursorPage
+from heroes_site.db import CursorPage, failover
 from heroes_site.health import database_report
 
 from .models import (
@@ -358,11 +358,16 @@ def bad_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
     return error(request, 400, f"Bad request: {exc}")
 
 
-@api.exception_handler(OperationalError)
-@api.exception_handler(InterfaceError)
-def database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+@api.exception_handler(DatabaseError)
+def database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    """503 while the database is out of reach or taking no writes (an outage, a
+    failover under way); any other database error is a bug: 500."""
+    if not failover.unavailable(exc):
+        return server_error(request, exc)
     logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
-    return error(request, 503, DATABASE_UNAVAILABLE)
+    response = error(request, 503, DATABASE_UNAVAILABLE)
+    response["Retry-After"] = str(failover.RETRY_AFTER)
+    return response
 
 
 @api.exception_handler(Exception)

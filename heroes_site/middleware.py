@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_cache_control
 from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
 
 from . import views
+from .db import failover
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
@@ -177,10 +177,11 @@ def request_body_limit(get_response: Handler) -> Handler:
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
-    """A friendly 503 page, not a 500, while the database cannot be reached."""
+    """A friendly 503 page, not a 500, while the database cannot be reached or takes
+    no writes (an outage, a failover under way)."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError):
+        if not failover.unavailable(exception):
             return None
         logging.getLogger(__name__).error(
             "Database unavailable on %s %s: %s", request.method, request.path, exception

@@ -9,6 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 
+from .db import failover
+
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:
     """Django's CSRF failure view, with 403_csrf.html rendered only when it is sent.
@@ -36,4 +38,4 @@ def request_too_large(request: HttpRequest) -> HttpResponse:
 def database_unavailable(request: HttpRequest) -> HttpResponse:
     """503 while the database cannot be reached (heroes_site.middleware)."""
     page = render_to_string("503.html")
-    return HttpResponse(page, status=503, headers={"Retry-After": "5"})
+    return HttpResponse(page, status=503, headers={"Retry-After": str(failover.RETRY_AFTER)})

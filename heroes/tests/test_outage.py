@@ -60,10 +60,11 @@ def test_database_outage_drill(cluster, tmp_path):
 
         cluster.stop()
         for path in ["/api/v1/heroes", f"/api/v1/heroes/{'0' * 8}-0000-0000-0000-{'0' * 12}"]:
-            status, body, took, *_ = request(base + path)
+            status, body, took, headers, _ = request(base + path)
             assert status == 503, (path, status, body)
             assert body == {"detail": "The database is unavailable; try again shortly."}
             assert took < 5, f"{path} took {took:.1f}s"
+            assert headers["Retry-After"] == "5"
         status, body, took, *_ = request(f"{base}/api/v1/health")
         assert (status, body["database"]) == (503, "unavailable") and took < 5
         status, body, took, *_ = request(f"{base}/heroes/")

@@ -45,6 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from heroes_site import replicas as routing
 
+from . import failover
 from .statements import Builder, Shape, Statement, Values, compile_statement, statements
 
 T = TypeVar("T")
@@ -296,7 +297,7 @@ class OnPools(Transport):
         self, alias: str, batch: list[Bound], prepare: bool
     ) -> list[tuple[Rows, int]]:
         with connections[alias].wrap_database_errors:
-            async with self.pools[alias].connection() as connection:
+            async with self.connection(alias) as connection:
                 # Several statements are one round trip: a pipeline, one implicit
                 # transaction, so a read sees the write before it.
                 async with connection.pipeline() if len(batch) > 1 else nullcontext():
@@ -317,8 +318,24 @@ class OnPools(Transport):
 
     async def ping(self, alias: str, wait: float) -> None:
         with connections[alias].wrap_database_errors:
-            async with self.pools[alias].connection(timeout=wait) as connection:
+            async with self.connection(alias, wait) as connection:
                 await connection.execute("SELECT 1")
+
+    @asynccontextmanager
+    async def connection(
+        self, alias: str, wait: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection of `alias`'s pool (waiting at most `wait` seconds for one, by
+        default the pool's timeout); an error that shows its server lost (down, or
+        read-only now) drains the pool (heroes_site.db.failover)."""
+        pool = self.pools[alias]
+        async with pool.connection(wait) as connection:
+            try:
+                yield connection
+            except psycopg.Error as error:
+                if failover.lost_server(connection, error):
+                    await pool.drain()
+                raise
 
 
 @asynccontextmanager
