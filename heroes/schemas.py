@@ -99,7 +99,13 @@ class HealthCheck(Schema):
     name: str
     version: str
     description: str
-    database: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"] = Field(
+        description="ok when the primary database answers and takes writes."
+    )
+    primary: str | None = Field(
+        description="The primary database's host:port (the one that takes writes, of "
+        "DATABASE_URL's hosts); null when it is unavailable, or on SQLite."
+    )
     replicas: list[ReplicaHealth] = Field(
         description="The read replicas (DATABASE_REPLICA_URLS); an unavailable replica does "
         "not fail the check: its reads go to the primary."

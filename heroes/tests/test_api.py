@@ -74,11 +74,16 @@ def hero_json(hero: Hero) -> dict:
 async def test_health_reports_settings_and_database(async_client, settings):
     response = await async_client.get("/api/v1/health")
     assert response.status_code == 200
+    params = connection.get_connection_params()
     assert response.json() == {
         "name": settings.PROJECT_NAME,
         "version": settings.VERSION,
         "description": settings.DESCRIPTION,
         "database": "ok",
+        # The server that takes the writes; SQLite has none.
+        "primary": f"{params['host']}:{params.get('port') or 5432}"
+        if connection.vendor == "postgresql"
+        else None,
         "replicas": [],
     }
 
@@ -158,7 +163,7 @@ def test_a_crowd_of_health_checks_opens_one_direct_connection_at_a_time(monkeypa
     monkeypatch.setattr(psycopg, "connect", connect)
     probe = DirectProbe()
     with ThreadPoolExecutor(max_workers=20) as crowd:
-        answers = list(crowd.map(lambda _: probe.database_is_up(), range(20)))
+        answers = list(crowd.map(lambda _: probe.primary().up, range(20)))
     assert answers == [True] * 20
     assert len(opened) <= 2  # the first probe, and one for those who asked during it
 

@@ -1,7 +1,8 @@
 """Following the primary through a failover (SPEC §14, heroes_site.db.failover), in
 process: a multi-host DATABASE_URL reaches every pool; a server that goes away or takes
 no writes now is a 503 with Retry-After, never a 500, and its connections leave the
-pools at the first error (they are never handed out again).
+pools at the first error (they are never handed out again); health tells whether the
+primary takes writes, and which server it is.
 
 A server "that takes no writes now" is made real with `default_transaction_read_only`
 (what fencing a primary does; a standby refuses writes with the same error), one that
@@ -9,6 +10,7 @@ A server "that takes no writes now" is made real with `default_transaction_read_
 real primary crash and promotion is test_failover_drill.py (`make failover-test`).
 """
 
+import json
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -31,7 +33,7 @@ from heroes_site.db import failover, serving
 from heroes_site.db.transports import OnPools, new_pool
 from heroes_site.settings import database_config
 
-from .helpers import add_alias, load_settings, remove_alias
+from .helpers import add_alias, load_settings, manage, remove_alias
 from .server import free_port
 
 postgresql_only = pytest.mark.skipif(
@@ -288,3 +290,67 @@ def test_a_page_write_to_a_server_that_takes_no_writes_is_the_503_page(
     assert "Temporarily unavailable" in response.content.decode()
     connection.close()
     assert not Hero.objects.exists()
+
+
+# Health: the primary's truth
+
+
+@postgresql_only
+def test_health_is_503_while_the_primary_is_down_and_a_replica_answers(fresh_postgres_database):
+    # A database whose sessions are read-only, as a standby's are, is the URL's second
+    # host; its first answers nothing (the primary, down). The same server is a replica.
+    database = fresh_postgres_database.rsplit("/", 1)[1]
+    with psycopg.connect(fresh_postgres_database, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    primary_down = live_server_url(
+        database, first=f"127.0.0.1:{free_port()}", query="target_session_attrs=read-write"
+    )
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.test import Client; "
+        "response = Client().get('/api/v1/health'); "
+        "print(response.status_code, response.content.decode())",
+        DATABASE_URL=primary_down,
+        DATABASE_REPLICA_URLS=live_server_url(database),
+        ALLOWED_HOSTS="testserver",
+        DEBUG="True",
+    )
+    status, _, body = result.stdout.strip().splitlines()[-1].partition(" ")
+    health = json.loads(body)
+    assert (status, health["database"], health["primary"]) == ("503", "unavailable", None)
+    assert health["replicas"][0]["status"] == "ok"
+    assert "Traceback" not in result.stderr
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+async def test_health_is_503_while_the_primary_takes_no_writes(transport, djangos_pool):
+    # Whatever the URL says (target_session_attrs may be missing from it): a server
+    # that refuses writes, a standby or a fenced primary, is no primary.
+    if OnPools.opened:
+        pool = OnPools.opened.pools[DEFAULT_DB_ALIAS]
+        for pooled in await aidle_connections(pool):
+            await pooled.execute("SET default_transaction_read_only = on")
+            await pool.putconn(pooled)
+    else:
+        for pooled in idle_connections(djangos_pool):
+            fence(pooled)
+            djangos_pool.putconn(pooled)
+    response = await AsyncClient().get("/api/v1/health")
+    health = response.json()
+    assert (response.status_code, health["database"], health["primary"]) == (
+        503,
+        "unavailable",
+        None,
+    )
+
+
+def test_openapi_documents_the_primary_in_health(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    health = schema["components"]["schemas"]["HealthCheck"]
+    primary = health["properties"]["primary"]
+    assert {kind["type"] for kind in primary["anyOf"]} == {"string", "null"}
+    assert "host:port" in primary["description"]
+    assert {"database", "primary", "replicas"} <= set(health["required"])

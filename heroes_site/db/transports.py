@@ -171,9 +171,10 @@ class Transport(ABC):
         """Send a model signal (pre_save...) to its receivers."""
 
     @abstractmethod
-    async def ping(self, alias: str, wait: float) -> None:
+    async def ping(self, alias: str, wait: float) -> psycopg.ConnectionInfo | None:
         """Ask `alias` for `SELECT 1`, waiting at most `wait` seconds for a pooled
-        connection; a DatabaseError if none comes or it does not answer."""
+        connection: what the connection knows of its server (None on SQLite); a
+        DatabaseError if none comes or it does not answer."""
 
 
 class OnDjangoConnections(Transport):
@@ -202,17 +203,19 @@ class OnDjangoConnections(Transport):
     async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         signal.send(**kwargs)
 
-    async def ping(self, alias: str, wait: float) -> None:
+    async def ping(self, alias: str, wait: float) -> psycopg.ConnectionInfo | None:
         connection = connections[alias]
         pool = getattr(connection, "pool", None)  # psycopg's, on PostgreSQL
         if pool is None:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            return
+            return None
         with connection.wrap_database_errors:
             pool.open()  # as Django does before its first connection; then a no-op
             with pool.connection(timeout=wait) as pooled:
                 pooled.execute("SELECT 1")
+                server: psycopg.ConnectionInfo = pooled.info
+                return server
 
 
 def run(
@@ -316,10 +319,11 @@ class OnPools(Transport):
     async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         await signal.asend(**kwargs)
 
-    async def ping(self, alias: str, wait: float) -> None:
+    async def ping(self, alias: str, wait: float) -> psycopg.ConnectionInfo | None:
         with connections[alias].wrap_database_errors:
             async with self.connection(alias, wait) as connection:
                 await connection.execute("SELECT 1")
+                return connection.info
 
     @asynccontextmanager
     async def connection(
