@@ -12,6 +12,7 @@ real primary crash and promotion is test_failover_drill.py (`make failover-test`
 
 import json
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -79,6 +80,20 @@ def test_an_unreachable_or_read_only_database_is_unavailable(error):
 )
 def test_other_errors_are_bugs(error):
     assert not failover.unavailable(error)
+
+
+@pytest.mark.parametrize(
+    ("broken", "error", "lost"),
+    [
+        (True, OperationalError("server closed the connection unexpectedly"), True),
+        (False, django_error(InternalError, ReadOnlySqlTransaction("read-only")), True),
+        (False, django_error(IntegrityError, UniqueViolation("duplicate key")), False),
+        (False, OperationalError("canceling statement due to statement timeout"), False),
+    ],
+    ids=["broken", "read-only", "refused write", "timeout"],
+)
+def test_a_server_is_lost_when_its_connection_broke_or_it_takes_no_writes(broken, error, lost):
+    assert failover.lost_server(SimpleNamespace(broken=broken), error) is lost
 
 
 # DATABASE_URL with several hosts
