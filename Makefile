@@ -5,8 +5,8 @@ $(error uv is required: see https://docs.astral.sh/uv/ (or: python3 -m pip insta
 endif
 MANAGE := uv run --locked python manage.py
 
-.PHONY: install run demo test outage flood-test replica replica-stop replica-test serve bench \
-	scale screenshots superuser lint format
+.PHONY: install run demo test outage flood-test replica replica-stop replica-test \
+	failover-test serve bench scale screenshots superuser lint format
 
 # Bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (as in many container
 # images), every manage.py, server and test process would otherwise compile Django again.
@@ -75,6 +75,12 @@ replica-stop: install
 # restarted under make serve's server (heroes/tests/test_replica_drill.py).
 replica-test: install .env
 	uv run --locked pytest -m replica $(PYTEST_ARGS)
+
+# The failover drill: a throwaway primary and its synchronous standby under make serve's
+# server and eight writers; the primary crashes, the standby is promoted
+# (heroes/tests/test_failover.py; PYTEST_ARGS=-s prints its timings).
+failover-test: install .env
+	uv run --locked pytest -m failover $(PYTEST_ARGS)
 
 # The API benchmark (bench/run.py): make serve's server on PostgreSQL, loaded by wrk.
 bench: install .env

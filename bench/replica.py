@@ -3,6 +3,7 @@
     make replica                               # a replica of 127.0.0.1:5432 on port 5433
     uv run python bench/replica.py start --port 5433
     uv run python bench/replica.py stop --port 5433     # stop it; `start` resumes it
+    uv run python bench/replica.py promote --port 5433  # make it a primary (a failover)
     uv run python bench/replica.py remove --port 5433   # stop it and delete its copy
 
 The first `start` lets the primary accept replication connections from 127.0.0.1 (a
@@ -96,6 +97,10 @@ class Replica:
         if self.is_running():
             self.check("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def promote(self) -> None:
+        """Make the standby a primary: it stops following and accepts writes."""
+        self.check("pg_ctl", "-D", str(self.data), "-w", "promote")
+
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -103,9 +108,7 @@ class Replica:
     def create(self) -> None:
         with psycopg.connect(f"{self.primary}/postgres", autocommit=True) as primary:
             allow_replication(primary)
-            limits = {
-                name: primary.execute(f"SHOW {name}").fetchone()[0] for name in PRIMARY_LIMITS
-            }
+            limits = {name: setting(primary, name) for name in PRIMARY_LIMITS}
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.directory, "postgres", "postgres")
@@ -143,9 +146,15 @@ class Replica:
             shutil.chown(path, "postgres", "postgres")
 
 
+def setting(server: psycopg.Connection, name: str) -> str:
+    """A server setting's value (SHOW)."""
+    [(value,)] = server.execute(f"SHOW {name}").fetchall()
+    return str(value)
+
+
 def allow_replication(primary: psycopg.Connection) -> None:
     """Add REPLICATION_RULE to the primary's pg_hba.conf if missing, and reload it."""
-    hba_file = Path(primary.execute("SHOW hba_file").fetchone()[0])
+    hba_file = Path(setting(primary, "hba_file"))
     lines = [" ".join(line.split()) for line in hba_file.read_text().splitlines()]
     if REPLICATION_RULE not in lines:
         with hba_file.open("a") as hba:
@@ -155,7 +164,7 @@ def allow_replication(primary: psycopg.Connection) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["start", "stop", "remove"])
+    parser.add_argument("action", choices=["start", "stop", "promote", "remove"])
     parser.add_argument("--port", type=int, default=5433)
     parser.add_argument("--dir", type=Path, help="default: $TMPDIR/heroes-replica-PORT")
     parser.add_argument("--primary", default=PRIMARY, help=f"default: {PRIMARY}")

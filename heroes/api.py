@@ -21,7 +21,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
@@ -36,9 +36,9 @@ from ninja.security.apikey import APIKeyCookie
 from ninja.types import DictStrAny
 from ninja.utils import check_csrf
 
-from heroes_site import views
-from heroes_site.db import CursorPage
-from heroes_site.health import database_report, pool_exhausted
+from heroes_site.db import CursorPage, failover
+from heroes_site.db.transports import primary_pool
+from heroes_site.health import database_report
 
 from .models import (
     NEWEST_FIRST,
@@ -428,15 +428,19 @@ def bad_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
     return error(request, 400, f"Bad request: {exc}")
 
 
-@api.exception_handler(OperationalError)
-@api.exception_handler(InterfaceError)
-def database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
-    if pool_exhausted(exc):  # busy, not down
+@api.exception_handler(DatabaseError)
+def database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    """503 while the database is out of reach or taking no writes (an outage, a
+    failover under way), or every pooled connection is in use (saying busy); any other
+    database error is a bug: 500."""
+    if not failover.unavailable(exc):
+        return server_error(request, exc)
+    if failover.busy(exc, primary_pool()):
         logger.warning("Busy on %s %s: %s", request.method, request.path, exc)
-        detail, retry_after = SERVER_BUSY, views.BUSY_RETRY_AFTER
+        detail, retry_after = SERVER_BUSY, failover.BUSY_RETRY_AFTER
     else:
         logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
-        detail, retry_after = DATABASE_UNAVAILABLE, views.UNAVAILABLE_RETRY_AFTER
+        detail, retry_after = DATABASE_UNAVAILABLE, failover.RETRY_AFTER
     response = error(request, 503, detail)
     response["Retry-After"] = str(retry_after)
     return response

@@ -132,7 +132,14 @@ class HealthCheck(Schema):
     name: str
     version: str
     description: str
-    database: Literal["ok", "unavailable", "migrations pending"]
+    database: Literal["ok", "unavailable", "migrations pending"] = Field(
+        description="ok when the primary database answers, takes writes and has every "
+        "migration of this code."
+    )
+    primary: str | None = Field(
+        description="The primary database's host:port (the one that takes writes, of "
+        "DATABASE_URL's hosts); null when it is unavailable, or on SQLite."
+    )
     replicas: list[ReplicaHealth] = Field(
         description="The read replicas (DATABASE_REPLICA_URLS); an unavailable replica does "
         "not fail the check: its reads go to the primary."

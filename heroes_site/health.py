@@ -1,8 +1,10 @@
-"""What /api/v1/health reports: whether the primary database can be reached, and each
-read replica's state (SPEC §11, §12).
+"""What /api/v1/health reports: whether the primary database can be reached and takes
+writes, which server it is, and each read replica's state (SPEC §11, §12, §14).
 
 A load balancer takes an instance out of service on a 503, so the answer must be true
-under load: a busy connection pool is not an outage. Both checks run through
+under load: a busy connection pool is not an outage. And it must be the primary's
+truth: a standby that answers while the primary is down, or a primary fenced
+read-only, is no primary (the API could not write). Both checks run through
 heroes_site.db, on the same pools and the same replica bookkeeping as the reads: a
 replica is reported `ok` as soon as reads use it again.
 """
@@ -11,11 +13,11 @@ import logging
 import math
 import threading
 import time
+from typing import NamedTuple
 
 import psycopg
 from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
-from psycopg_pool import PoolTimeout
 
 from heroes_site import replicas as routing
 from heroes_site.db import Statement, Transport, arun
@@ -39,21 +41,52 @@ REPLAY_LAG = Statement(
 )
 
 
+class Primary(NamedTuple):
+    """What health found of the primary: whether it answers and takes writes, and its
+    address (host:port; None when down, or for SQLite, which has no server)."""
+
+    up: bool
+    address: str | None = None
+
+
+DOWN = Primary(up=False)
+
+
+def primary_behind(server: psycopg.ConnectionInfo | None) -> Primary:
+    """The Primary a connection that answered talks to (`server` is its info; None for
+    SQLite). Its server's reported settings tell, without a query, whether it takes
+    writes: a standby (`in_hot_standby`) or a primary fenced read-only
+    (`default_transaction_read_only`) answers, but writes there would fail, whatever
+    DATABASE_URL says (it may lack target_session_attrs=read-write)."""
+    if server is None:
+        return Primary(up=True)
+    address = f"{server.host}:{server.port}"
+    if "on" in (
+        server.parameter_status("in_hot_standby"),
+        server.parameter_status("default_transaction_read_only"),
+    ):
+        logger.warning("Health check: %s answers but takes no writes", address)
+        return DOWN
+    return Primary(up=True, address=address)
+
+
 class DirectProbe:
     """Asks the database on a connection of its own, outside the pool.
 
     One probe at a time per process, and whoever waited for the probe in progress
     takes its answer: a crowd of health checks opens one connection, not a crowd
     (which could use up PostgreSQL's max_connections). The connection is closed
-    after each probe, so it holds nothing between checks.
+    after each probe, so it holds nothing between checks. It has the pools'
+    parameters: with several hosts and target_session_attrs=read-write, it goes to
+    the one that takes writes, if any does.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.answered_at = -math.inf
-        self.answer = False
+        self.answer = DOWN
 
-    def database_is_up(self) -> bool:
+    def primary(self) -> Primary:
         asked = time.monotonic()
         with self.lock:
             if self.answered_at < asked:
@@ -62,60 +95,54 @@ class DirectProbe:
             return self.answer
 
     @staticmethod
-    def ask() -> bool:
+    def ask() -> Primary:
         try:
             with psycopg.connect(**connection.get_connection_params(), autocommit=True) as own:
                 own.execute("SELECT 1")
-        except psycopg.Error:
-            logger.warning("Health check: the database is unreachable", exc_info=True)
-            return False
-        return True
+                return primary_behind(own.info)
+        except psycopg.Error as error:
+            logger.warning(
+                "Health check: the database is unreachable: %s", routing.first_line(error)
+            )
+            return DOWN
 
 
 direct_probe = DirectProbe()
 
 
 async def database_report() -> dict:
-    """The database's part of the health check: `database` ("ok"; "unavailable" when
-    the primary does not answer, "migrations pending" when it lacks migrations this
-    code has) and `replicas` (replica_statuses)."""
-    up = await database_is_up()
-    pending = up and await migrations_pending()
+    """The database's part of the health check: `database` ("ok"; "unavailable" unless
+    the primary answers and takes writes, "migrations pending" when it lacks migrations
+    this code has), `primary` (its host:port) and `replicas` (replica_statuses)."""
+    primary = await find_primary()
+    pending = primary.up and await migrations_pending()
     return {
-        "database": "migrations pending" if pending else "ok" if up else "unavailable",
+        "database": "migrations pending" if pending else "ok" if primary.up else "unavailable",
+        "primary": primary.address,
         "replicas": await arun(replica_statuses) if routing.replicas.aliases else [],
     }
 
 
-def pool_exhausted(error: BaseException) -> bool:
-    """Whether a database error only means that no pooled connection came free in time:
-    the instance is busy, the database may well be up. (Django raises PoolTimeout
-    as its OperationalError, caused by it.)"""
-    return isinstance(error, PoolTimeout) or isinstance(error.__cause__, PoolTimeout)
-
-
-async def database_is_up() -> bool:
-    """Whether the primary database can be reached.
+async def find_primary() -> Primary:
+    """The primary database, if it can be reached and takes writes.
 
     A pooled connection is the cheap way to ask; but an exhausted pool (many clients at
     once) only means the instance is busy, and an idle connection broken by a database
     restart only means the pool has yet to replace it: then the direct probe decides.
     """
-    if await arun(answers):
-        return True
-    if connection.vendor != "postgresql":  # no pool: the database itself did not answer
-        logger.warning("Health check: the database is unreachable")
-        return False
-    return await sync_to_async(direct_probe.database_is_up)()
-
-
-async def answers(db: Transport) -> bool:
-    """Whether the primary answers on a pooled connection within HEALTH_POOL_WAIT."""
     try:
-        await db.ping(DEFAULT_DB_ALIAS, HEALTH_POOL_WAIT)
+        return primary_behind(await arun(ping_primary))
     except DatabaseError:
-        return False
-    return True
+        if connection.vendor != "postgresql":  # no pool: the database itself did not answer
+            logger.warning("Health check: the database is unreachable")
+            return DOWN
+    return await sync_to_async(direct_probe.primary)()
+
+
+async def ping_primary(db: Transport) -> psycopg.ConnectionInfo | None:
+    """What a pooled connection of the primary knows of its server (None on SQLite),
+    if one comes within HEALTH_POOL_WAIT."""
+    return await db.ping(DEFAULT_DB_ALIAS, HEALTH_POOL_WAIT)
 
 
 async def replica_statuses(db: Transport) -> list[dict]:

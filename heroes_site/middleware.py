@@ -12,7 +12,6 @@ import weakref
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
@@ -20,7 +19,8 @@ from django.utils.decorators import async_only_middleware
 from django.utils.deprecation import MiddlewareMixin
 
 from . import views
-from .health import pool_exhausted
+from .db import failover
+from .db.transports import primary_pool
 from .log_formats import REQUEST_ID_KEY, current_request_id
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -189,14 +189,15 @@ def request_body_limit(get_response: Handler) -> Handler:
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
-    """A friendly 503 page, not a 500, while the database cannot be reached, or while
-    every pooled connection is taken (then saying busy, not unavailable)."""
+    """A friendly 503 page, not a 500, while the database cannot be reached or takes
+    no writes (an outage, a failover under way), or while every pooled connection is
+    taken (then saying busy, not unavailable)."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError):
+        if not failover.unavailable(exception):
             return None
         logger = logging.getLogger(__name__)
-        if pool_exhausted(exception):
+        if failover.busy(exception, primary_pool()):
             logger.warning("Busy on %s %s: %s", request.method, request.path, exception)
             return views.server_busy(request)
         logger.error("Database unavailable on %s %s: %s", request.method, request.path, exception)

@@ -102,7 +102,7 @@ class Replicas:
                 "answers again (tried every %gs): %s",
                 alias,
                 RETRY_AFTER,
-                str(error).strip().partition("\n")[0],
+                first_line(error),
             )
 
     def served(self, alias: str, started: float) -> None:
@@ -115,6 +115,11 @@ class Replicas:
             back = started > down_since and self._down.pop(alias, None) is not None
         if back:
             logger.info("Replica %s answers again; anonymous reads use it again", alias)
+
+
+def first_line(error: Exception) -> str:
+    """A database error's message without its details, for a one-line log."""
+    return str(error).strip().partition("\n")[0]
 
 
 replicas = Replicas([alias for alias in settings.DATABASES if alias != DEFAULT_DB_ALIAS])

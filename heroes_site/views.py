@@ -12,18 +12,14 @@ from django.template.response import TemplateResponse
 from django.templatetags.static import static
 from django.views.decorators.cache import cache_control
 
+from .db import failover
+
 
 @cache_control(max_age=24 * 60 * 60)
 async def favicon(request: HttpRequest) -> HttpResponseRedirect:
     """/favicon.ico, which browsers (and crawlers) ask for whatever the page links: the
     site's icon, static/favicon.svg, as base.html and the admin link it."""
     return HttpResponseRedirect(static("favicon.svg"))
-
-
-# Seconds a client is asked to wait before trying again (Retry-After) while the
-# database is unreachable, and while the server is only busy.
-UNAVAILABLE_RETRY_AFTER = 5
-BUSY_RETRY_AFTER = 2
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> TemplateResponse:
@@ -52,11 +48,11 @@ def request_too_large(request: HttpRequest) -> HttpResponse:
 def database_unavailable(request: HttpRequest) -> HttpResponse:
     """503 while the database cannot be reached (heroes_site.middleware)."""
     page = render_to_string("503.html")
-    return HttpResponse(page, status=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+    return HttpResponse(page, status=503, headers={"Retry-After": str(failover.RETRY_AFTER)})
 
 
 def server_busy(request: HttpRequest) -> HttpResponse:
     """503 while no database connection or login place is free (heroes_site.middleware):
     busy, not down, so sooner."""
     page = render_to_string("503.html", {"busy": True})
-    return HttpResponse(page, status=503, headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+    return HttpResponse(page, status=503, headers={"Retry-After": str(failover.BUSY_RETRY_AFTER)})

@@ -7,7 +7,9 @@ raw SQL): a write that is refused or rolled back records nothing, and each entry
 "before" is what the row held under its lock, so the history of a hero is one chain
 however writers race. Who wrote it is what heroes_site.db.writers told the database:
 PostgreSQL's transaction-local setting heroes.writer, SQLite's function
-heroes_writer() (a write without one is "other", with no user).
+heroes_writer() (a write without one is "other", with no user). SQLite's triggers
+record nothing while manage.py flush empties the tables (heroes_flushing()): there
+it deletes row by row, and Django's test runner flushes between tests.
 
 The history table is append-only: on PostgreSQL a trigger refuses UPDATE and DELETE,
 but a DELETE in a transaction that set heroes.prune_history (manage.py prune_history);
@@ -103,7 +105,8 @@ SQLITE_COLUMNS = (
 )
 SQLITE = [
     f"""
-    CREATE TRIGGER hrs_heroes_history_created AFTER INSERT ON hrs_heroes BEGIN
+    CREATE TRIGGER hrs_heroes_history_created AFTER INSERT ON hrs_heroes
+    WHEN NOT heroes_flushing() BEGIN
         INSERT INTO hrs_hero_history ({SQLITE_COLUMNS})
         SELECT NEW.uuid, 'created',
             json_object('nickname', json_array(NULL, NEW.nickname),
@@ -113,7 +116,8 @@ SQLITE = [
     """,
     f"""
     CREATE TRIGGER hrs_heroes_history_changed AFTER UPDATE ON hrs_heroes
-    WHEN OLD.nickname IS NOT NEW.nickname OR OLD.role IS NOT NEW.role BEGIN
+    WHEN (OLD.nickname IS NOT NEW.nickname OR OLD.role IS NOT NEW.role)
+        AND NOT heroes_flushing() BEGIN
         INSERT INTO hrs_hero_history ({SQLITE_COLUMNS})
         SELECT NEW.uuid, 'changed',
             (SELECT json_group_object(field, json(value)) FROM (
@@ -125,7 +129,8 @@ SQLITE = [
     END
     """,
     f"""
-    CREATE TRIGGER hrs_heroes_history_deleted AFTER DELETE ON hrs_heroes BEGIN
+    CREATE TRIGGER hrs_heroes_history_deleted AFTER DELETE ON hrs_heroes
+    WHEN NOT heroes_flushing() BEGIN
         INSERT INTO hrs_hero_history ({SQLITE_COLUMNS})
         SELECT OLD.uuid, 'deleted',
             json_object('nickname', json_array(OLD.nickname, NULL),

@@ -213,6 +213,20 @@ def hold_writes(monkeypatch) -> Callable[[int], None]:
     return hold
 
 
+class PoolFigures:
+    """A pool as heroes_site.db.failover.busy sees it: how many connections it holds."""
+
+    def __init__(self, held: int, max_size: int = 10) -> None:
+        self.held, self.max_size = held, max_size
+
+    def get_stats(self) -> dict[str, int]:
+        return {"pool_size": self.held}
+
+
+# A PoolTimeout's causes: every connection in use (busy), or none could be made (down).
+FULL_POOL, EMPTY_POOL = PoolFigures(10), PoolFigures(0)
+
+
 @pytest.fixture
 def staff_user(db) -> AbstractUser:
     """A staff user who may add, change and delete heroes, but is no superuser."""

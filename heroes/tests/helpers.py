@@ -220,6 +220,24 @@ def log_in(page: Page, username: str, password: str, *, path: str = "/accounts/l
     page.get_by_role("button", name="Log in").click()
 
 
+def add_alias(alias: str, config: dict) -> dict:
+    """Add a database alias with this settings dict (settings.database_config's or
+    replica_config's), never connected unless a test does; its settings as Django
+    completed them. remove_alias undoes it."""
+    configured = connections.configure_settings(
+        {DEFAULT_DB_ALIAS: connections.settings[DEFAULT_DB_ALIAS], alias: config}
+    )
+    connections.settings[alias] = configured[alias]
+    return configured[alias]
+
+
+def remove_alias(alias: str) -> None:
+    connections[alias].close()
+    connections[alias].close_pool()  # type: ignore[attr-defined]  # PostgreSQL's, not in the stubs
+    del connections[alias]
+    del connections.settings[alias]
+
+
 def load_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
     """The settings module's values for this environment, read afresh in-process."""
     for name, value in env.items():

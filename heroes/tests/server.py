@@ -1,5 +1,6 @@
 """`make serve`'s server (gunicorn + uvicorn workers, heroes_site/gunicorn.conf.py) for
-tests that need the real thing: a free port, a production environment, plain HTTP."""
+tests that need the real thing: a free port, a production environment, plain HTTP; its
+first user and token; clients over real HTTP."""
 
 import contextlib
 import json
@@ -12,11 +13,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from email.message import Message
+from http.cookiejar import CookieJar
 from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlencode
 
 import pytest
 
-from .helpers import REPO_ROOT, manage
+from .helpers import REPO_ROOT, csrf_token_in, manage
 
 
 def free_port() -> int:
@@ -40,29 +45,101 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     }
 
 
-def request(
-    url: str, method: str = "GET", body: dict | None = None, token: str = ""
-) -> tuple[int, dict | str, float]:
-    """(status, JSON or text body, seconds taken)."""
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data else {}
+class Answer(NamedTuple):
+    status: int
+    body: dict | str  # JSON or text
+    took: float  # seconds
+    headers: Message
+    url: str  # after redirects
+
+
+def exchange(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    method: str = "GET",
+    *,
+    json_body: dict | None = None,
+    form: dict | None = None,
+    token: str = "",
+) -> Answer:
+    """One request through `opener`, with a JSON body or a form, and a bearer token."""
+    headers, data = {}, None
+    if json_body is not None:
+        headers["Content-Type"], data = "application/json", json.dumps(json_body).encode()
+    if form is not None:
+        data = urlencode(form).encode()
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    sent = urllib.request.Request(url, data, headers, method=method)
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, data, headers, method=method), timeout=30
-        ) as response:
-            status, raw, content_type = (
-                response.status,
-                response.read(),
-                response.headers.get_content_type(),
-            )
+        with opener.open(sent, timeout=30) as response:
+            status, raw, answered = response.status, response.read(), response
     except urllib.error.HTTPError as error:
-        status, raw, content_type = error.code, error.read(), error.headers.get_content_type()
+        status, raw, answered = error.code, error.read(), error
     took = time.monotonic() - started
     text = raw.decode()
-    return status, json.loads(text) if content_type == "application/json" else text, took
+    is_json = answered.headers.get_content_type() == "application/json"
+    return Answer(
+        status, json.loads(text) if is_json else text, took, answered.headers, answered.url
+    )
+
+
+def request(url: str, method: str = "GET", body: dict | None = None, token: str = "") -> Answer:
+    """One request without cookies."""
+    return exchange(urllib.request.build_opener(), url, method, json_body=body, token=token)
+
+
+class Visitor:
+    """HTTP requests to the server, keeping cookies like a browser, and sending a
+    bearer token when given one."""
+
+    def __init__(self, base: str, token: str = "") -> None:
+        self.base = base
+        self.token = token
+        self.cookies = CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def request(
+        self, method: str, path: str, *, json_body: dict | None = None, form: dict | None = None
+    ) -> Answer:
+        return exchange(
+            self.opener, self.base + path, method, json_body=json_body, form=form, token=self.token
+        )
+
+    def get(self, path: str) -> tuple[int, dict | str]:
+        return self.request("GET", path)[:2]
+
+    def form_token(self, path: str) -> str:
+        status, page = self.get(path)
+        assert status == 200, (path, status)
+        return csrf_token_in(str(page))
+
+    def log_in(self, username: str, password: str) -> None:
+        form = {"username": username, "password": password}
+        form["csrfmiddlewaretoken"] = self.form_token("/accounts/login/")
+        answer = self.request("POST", "/accounts/login/", form=form)
+        assert answer.status == 200 and answer.url.endswith("/heroes/"), answer[:2]
+
+    def create_with_form(self, nickname: str) -> str:
+        """Create a hero through the HTML form; its uuid."""
+        form = {"nickname": nickname, "role": "mage"}
+        form["csrfmiddlewaretoken"] = self.form_token("/heroes/new/")
+        answer = self.request("POST", "/heroes/new/", form=form)
+        assert answer.status == 200, answer.status
+        return answer.url.rstrip("/").rsplit("/", 1)[-1]
+
+    def create_with_api(self, nickname: str) -> str:
+        status, body = self.request("POST", "/api/v1/heroes", json_body={"nickname": nickname})[:2]
+        assert status == 201 and isinstance(body, dict), (status, body)
+        return body["uuid"]
+
+
+def eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
 
 
 def prepare_to_serve(env: dict[str, str]) -> Callable[..., str]:
@@ -77,6 +154,21 @@ def prepare_to_serve(env: dict[str, str]) -> Callable[..., str]:
     run("migrate", "--no-input")
     run("collectstatic", "--no-input")
     return run
+
+
+def superuser_token(run: Callable[..., str], password: str | None = None) -> str:
+    """Make the superuser `drill` (with `password`, else none) with manage.py's `run`
+    (prepare_to_serve's); an API token of it (create_api_token's last line)."""
+    output = run(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        "from django.core.management import call_command; "
+        f"get_user_model().objects.create_superuser('drill', password={password!r}); "
+        "call_command('create_api_token', 'drill')",
+    )
+    return output.strip().splitlines()[-1]
 
 
 def start_gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -25,6 +25,7 @@ from heroes_site import migrations_state
 from heroes_site.db.writers import SET_WRITER
 from heroes_site.health import DirectProbe
 
+from .conftest import EMPTY_POOL, FULL_POOL
 from .helpers import (
     NEWEST_FIRST_SQL,
     acaptured_queries,
@@ -73,11 +74,16 @@ def hero_json(hero: Hero) -> dict:
 async def test_health_reports_settings_and_database(async_client, settings):
     response = await async_client.get("/api/v1/health")
     assert response.status_code == 200
+    params = connection.get_connection_params()
     assert response.json() == {
         "name": settings.PROJECT_NAME,
         "version": settings.VERSION,
         "description": settings.DESCRIPTION,
         "database": "ok",
+        # The server that takes the writes; SQLite has none.
+        "primary": f"{params['host']}:{params.get('port') or 5432}"
+        if connection.vendor == "postgresql"
+        else None,
         "replicas": [],
     }
 
@@ -86,21 +92,27 @@ def refuse_connection(*args, **kwargs):
     raise psycopg.OperationalError("connection refused")
 
 
+BUSY = "The server is busy; try again shortly."
+UNAVAILABLE = "The database is unavailable; try again shortly."
+
+
 @pytest.mark.parametrize(
-    ("cause", "detail", "retry_after"),
+    ("cause", "pool", "detail", "retry_after"),
     [
-        (PoolTimeout("couldn't get a connection"), "The server is busy; try again shortly.", "2"),
-        (None, "The database is unavailable; try again shortly.", "5"),
+        (PoolTimeout("couldn't get a connection"), FULL_POOL, BUSY, "2"),
+        (PoolTimeout("couldn't get a connection"), EMPTY_POOL, UNAVAILABLE, "5"),
+        (None, FULL_POOL, UNAVAILABLE, "5"),
     ],
-    ids=["busy-pool", "unreachable"],
+    ids=["every-connection-in-use", "no-connection-made", "connection-refused"],
 )
 async def test_a_database_error_is_a_503_saying_busy_only_when_busy(
-    async_client, monkeypatch, cause, detail, retry_after
+    async_client, monkeypatch, cause, pool, detail, retry_after
 ):
     async def fail(*args, **kwargs):
         raise OperationalError("no connection") from cause
 
     monkeypatch.setattr("heroes.models.current_hero", fail)
+    monkeypatch.setattr("heroes.api.primary_pool", lambda: pool)
     response = await async_client.get(f"{HEROES}/{uuid.uuid4()}")
     assert (response.status_code, response["Retry-After"]) == (503, retry_after)
     assert response.json() == {"detail": detail}
@@ -178,7 +190,7 @@ def test_a_crowd_of_health_checks_opens_one_direct_connection_at_a_time(monkeypa
     monkeypatch.setattr(psycopg, "connect", connect)
     probe = DirectProbe()
     with ThreadPoolExecutor(max_workers=20) as crowd:
-        answers = list(crowd.map(lambda _: probe.database_is_up(), range(20)))
+        answers = list(crowd.map(lambda _: probe.primary().up, range(20)))
     assert answers == [True] * 20
     assert len(opened) <= 2  # the first probe, and one for those who asked during it
 

@@ -219,6 +219,7 @@ def test_api_answers_503_json_when_the_database_is_unreachable(client, monkeypat
     response = client.get("/api/v1/heroes")
     assert response.status_code == 503
     assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+    assert response["Retry-After"] == "5"
 
 
 # Migrations from several replicas at once

@@ -18,22 +18,26 @@ It takes 30-60 s (most of it copying the primary), so it is kept out of
 """
 
 import contextlib
-import json
 import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from http.cookiejar import CookieJar
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import psycopg
 import pytest
 
-from .helpers import REPO_ROOT, csrf_token_in
-from .server import free_port, prepare_to_serve, production_env, start_gunicorn
+from .helpers import REPO_ROOT
+from .server import (
+    Visitor,
+    eventually,
+    free_port,
+    prepare_to_serve,
+    production_env,
+    start_gunicorn,
+    superuser_token,
+)
 
 pytestmark = pytest.mark.replica
 
@@ -79,66 +83,6 @@ class Standby:
             self.query("SELECT pg_wal_replay_resume()")
 
 
-class Visitor:
-    """HTTP requests to the server, keeping cookies like a browser, and sending a
-    bearer token when given one."""
-
-    def __init__(self, base: str, token: str = "") -> None:
-        self.base = base
-        self.token = token
-        self.cookies = CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
-
-    def request(
-        self, method: str, path: str, *, json_body: dict | None = None, form: dict | None = None
-    ) -> tuple[int, dict | str, str]:
-        """(status, JSON or text body, final URL after redirects)."""
-        headers, data = {}, None
-        if json_body is not None:
-            headers["Content-Type"], data = "application/json", json.dumps(json_body).encode()
-        if form is not None:
-            data = urlencode(form).encode()
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.base + path, data, headers, method=method)
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                status, raw, url = response.status, response.read(), response.url
-                content_type = response.headers.get_content_type()
-        except urllib.error.HTTPError as error:
-            status, raw, url = error.code, error.read(), error.url
-            content_type = error.headers.get_content_type()
-        text = raw.decode()
-        return status, json.loads(text) if content_type == "application/json" else text, url
-
-    def get(self, path: str) -> tuple[int, dict | str]:
-        return self.request("GET", path)[:2]
-
-    def form_token(self, path: str) -> str:
-        status, page = self.get(path)
-        assert status == 200, (path, status)
-        return csrf_token_in(str(page))
-
-    def log_in(self, username: str, password: str) -> None:
-        form = {"username": username, "password": password}
-        form["csrfmiddlewaretoken"] = self.form_token("/accounts/login/")
-        status, _, url = self.request("POST", "/accounts/login/", form=form)
-        assert status == 200 and url.endswith("/heroes/"), (status, url)
-
-    def create_with_form(self, nickname: str) -> str:
-        """Create a hero through the HTML form; its uuid."""
-        form = {"nickname": nickname, "role": "mage"}
-        form["csrfmiddlewaretoken"] = self.form_token("/heroes/new/")
-        status, _, url = self.request("POST", "/heroes/new/", form=form)
-        assert status == 200, status
-        return url.rstrip("/").rsplit("/", 1)[-1]
-
-    def create_with_api(self, nickname: str) -> str:
-        status, body, _ = self.request("POST", "/api/v1/heroes", json_body={"nickname": nickname})
-        assert status == 201 and isinstance(body, dict), (status, body)
-        return body["uuid"]
-
-
 def sees(visitor: Visitor, uuid: str, nickname: str) -> dict[str, bool]:
     """Whether the visitor finds the hero by each anonymous read path."""
     api_get, _ = visitor.get(f"/api/v1/heroes/{uuid}")
@@ -157,13 +101,6 @@ def sees(visitor: Visitor, uuid: str, nickname: str) -> dict[str, bool]:
 
 EVERYWHERE = {"api get": True, "api list": True, "html detail": True, "html list": True}
 NOWHERE = dict.fromkeys(EVERYWHERE, False)
-
-
-def eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -199,14 +136,7 @@ def server(database, standby, tmp_path_factory) -> Iterator[dict]:
     )
     run = prepare_to_serve(env)
     password = secrets.token_urlsafe(12)
-    run(
-        "shell",
-        "--no-imports",
-        "-c",
-        "from django.contrib.auth import get_user_model; "
-        f"get_user_model().objects.create_superuser('drill', password='{password}')",
-    )
-    token = run("create_api_token", "drill").strip().splitlines()[-1]
+    token = superuser_token(run, password)
     log = work / "server.log"
     process = start_gunicorn(env, log)
     base = f"http://127.0.0.1:{env['PORT']}"

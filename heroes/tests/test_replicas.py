@@ -37,7 +37,7 @@ from heroes_site.replicas import (
 )
 from heroes_site.settings import replica_config
 
-from .helpers import http_scope, load_settings
+from .helpers import add_alias, http_scope, load_settings, remove_alias
 
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="replicas are PostgreSQL's; the PostgreSQL run"
@@ -318,21 +318,9 @@ def closed_port() -> int:
         return sock.getsockname()[1]  # nothing listens there once the socket is closed
 
 
-def add_alias(alias: str, url: str) -> dict:
+def add_replica(alias: str, url: str) -> dict:
     """Add a database alias configured by settings.replica_config; its settings."""
-    config = replica_config(alias, url)
-    configured = connections.configure_settings(
-        {DEFAULT_DB_ALIAS: connections.settings[DEFAULT_DB_ALIAS], alias: config}
-    )
-    connections.settings[alias] = configured[alias]
-    return configured[alias]
-
-
-def remove_alias(alias: str) -> None:
-    connections[alias].close()
-    connections[alias].close_pool()  # type: ignore[attr-defined]  # PostgreSQL's, not in the stubs
-    del connections[alias]
-    del connections.settings[alias]
+    return add_alias(alias, replica_config(alias, url))
 
 
 REPLICA_ALIASES = ["replica_1", "replica_2"]
@@ -349,7 +337,7 @@ def replica_aliases(django_db_setup) -> Iterator[None]:
             f"postgres://{primary['USER']}:{primary['PASSWORD']}@{primary['HOST']}:{port}/"
             f"{primary['NAME']}"
         )
-        add_alias(alias, url)["OPTIONS"]["pool"]["timeout"] = 0.5
+        add_replica(alias, url)["OPTIONS"]["pool"]["timeout"] = 0.5
     yield
     for alias in REPLICA_ALIASES:
         remove_alias(alias)
@@ -429,7 +417,7 @@ async def test_health_lists_replicas_and_only_the_primary_decides(use_replicas, 
 def test_a_write_sent_to_a_replica_is_refused():
     """Whatever the router says, a replica alias never writes (the backend's compilers)."""
     alias = "replica_9"
-    add_alias(alias, "postgres://nobody@127.0.0.1:9/nothing")
+    add_replica(alias, "postgres://nobody@127.0.0.1:9/nothing")
     try:
         with pytest.raises(WriteToReplica):
             Hero.objects.using(alias).create(nickname="Astray")

@@ -12,6 +12,7 @@ from heroes_site.settings import BASE_DIR, database_config
 
 from .helpers import load_settings, manage
 
+POOL_OPTIONS = {"min_size", "max_size", "timeout", "reconnect_timeout"}
 BAD_DATABASE_URL = (
     "DATABASE_URL must look like sqlite:///db.sqlite3 or postgres://USER:PASSWORD@HOST:5432/NAME"
 )
@@ -52,10 +53,13 @@ def test_malformed_database_urls_are_refused(url):
 
 
 def test_a_postgresql_url_keeps_its_libpq_options_beside_the_pool():
-    config = database_config("postgres://u@h1:5432,h2:5433/heroes?sslmode=require")
+    config = database_config(
+        "postgres://u@h1:5432,h2:5433/heroes?sslmode=require&target_session_attrs=read-write"
+    )
     options = config["OPTIONS"]
     assert (config["HOST"], config["PORT"], options["sslmode"]) == ("h1,h2", "5432,5433", "require")
-    assert set(options["pool"]) == {"min_size", "max_size", "timeout"}
+    assert options["target_session_attrs"] == "read-write"
+    assert set(options["pool"]) == POOL_OPTIONS
     assert options["connect_timeout"] == 5
 
 
@@ -239,7 +243,7 @@ def test_postgresql_uses_a_connection_pool():
         5432,
     )
     assert config["CONN_MAX_AGE"] == 0
-    assert set(config["OPTIONS"]["pool"]) == {"min_size", "max_size", "timeout"}
+    assert set(config["OPTIONS"]["pool"]) == POOL_OPTIONS
 
 
 def test_malformed_url_error_does_not_echo_the_password():

@@ -22,6 +22,7 @@ from heroes.models import Hero, HeroQuerySet, Role
 from heroes.pagination import LookaheadPaginator
 from heroes.views import HeroListView
 
+from .conftest import EMPTY_POOL, FULL_POOL
 from .helpers import NEWEST_FIRST_SQL, STAFF_PASSWORD, found, hero_list_queries, hero_permissions
 
 pytestmark = pytest.mark.django_db
@@ -745,12 +746,14 @@ def test_a_busy_pool_gets_the_busy_page_not_unavailable(client, monkeypatch):
         raise OperationalError("couldn't get a connection") from PoolTimeout("3.00 sec")
 
     monkeypatch.setattr(HeroQuerySet, "listing", busy)
-    response = client.get(LIST)
-    assert response.status_code == 503
-    assert response["Retry-After"] == "2"
-    content = response.content.decode()
-    assert f"{settings.PROJECT_NAME} is too busy to answer this request right now" in content
-    assert "cannot reach its database" not in content
+    for pool, retry_after, page in [
+        (FULL_POOL, "2", "is too busy to answer this request right now"),
+        (EMPTY_POOL, "5", "cannot reach its database"),  # no connection could be made
+    ]:
+        monkeypatch.setattr("heroes_site.middleware.primary_pool", lambda pool=pool: pool)
+        response = client.get(LIST)
+        assert (response.status_code, response["Retry-After"]) == (503, retry_after)
+        assert f"{settings.PROJECT_NAME} {page}" in response.content.decode()
 
 
 def test_the_database_unavailable_page_is_a_503_to_retry(client, monkeypatch):

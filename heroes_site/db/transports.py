@@ -21,7 +21,7 @@ is refused, and a statement that matches nothing is not sent.
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar, cast
@@ -40,10 +40,11 @@ from django.db.models import Field, Model, QuerySet
 from django.dispatch import Signal
 from psycopg.adapt import AdaptersMap
 from psycopg.pq import Format
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from heroes_site import replicas as routing
 
+from . import failover
 from .statements import Builder, Shape, Statement, Values, compile_statement, statements
 from .writers import SET_WRITER, attributed, writer_json
 
@@ -170,9 +171,10 @@ class Transport(ABC):
         """Send a model signal (pre_save...) to its receivers."""
 
     @abstractmethod
-    async def ping(self, alias: str, wait: float) -> None:
+    async def ping(self, alias: str, wait: float) -> psycopg.ConnectionInfo | None:
         """Ask `alias` for `SELECT 1`, waiting at most `wait` seconds for a pooled
-        connection; a DatabaseError if none comes or it does not answer."""
+        connection: what the connection knows of its server (None on SQLite); a
+        DatabaseError if none comes or it does not answer."""
 
 
 class OnDjangoConnections(Transport):
@@ -200,17 +202,19 @@ class OnDjangoConnections(Transport):
     async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         signal.send(**kwargs)
 
-    async def ping(self, alias: str, wait: float) -> None:
+    async def ping(self, alias: str, wait: float) -> psycopg.ConnectionInfo | None:
         connection = connections[alias]
         pool = getattr(connection, "pool", None)  # psycopg's, on PostgreSQL
         if pool is None:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            return
+            return None
         with connection.wrap_database_errors:
             pool.open()  # as Django does before its first connection; then a no-op
             with pool.connection(timeout=wait) as pooled:
                 pooled.execute("SELECT 1")
+                server: psycopg.ConnectionInfo = pooled.info
+                return server
 
 
 def run(
@@ -239,8 +243,8 @@ async def arun(
 ) -> T:
     """Run an operation on this event loop's pools if it has them (`serving`), else on
     Django's connections in one trip to the request's thread."""
-    pools = OnPools.opened
-    if pools is None or pools.loop is not asyncio.get_running_loop():
+    pools = OnPools.of_running_loop()
+    if pools is None:
         return await sync_to_async(run)(operation, *args, **kwargs)
     return await operation(pools, *args, **kwargs)
 
@@ -283,9 +287,18 @@ class OnPools(Transport):
 
     opened: "OnPools | None" = None
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    @classmethod
+    def of_running_loop(cls) -> "OnPools | None":
+        """The pools `serving` opened for the running event loop, if any."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a thread's sync code
+            return None
+        return cls.opened if cls.opened is not None and cls.opened.loop is loop else None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, aliases: Iterable[str]) -> None:
         self.loop = loop
-        self.pools = {alias: new_pool(alias) for alias in settings.DATABASES}
+        self.pools = {alias: new_pool(alias) for alias in aliases}
 
     async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
         # In the request's thread: compiling may ask the server for its version.
@@ -296,7 +309,7 @@ class OnPools(Transport):
     ) -> list[tuple[Rows, int]]:
         writes = any(bound.writes for bound in batch)
         with connections[alias].wrap_database_errors:
-            async with self.pools[alias].connection() as connection:
+            async with self.connection(alias) as connection:
                 # Several statements are one round trip (a pipeline); with a write, one
                 # transaction, in which the database learns who writes (attributed).
                 pipeline = connection.pipeline() if len(batch) > 1 or writes else nullcontext()
@@ -319,10 +332,36 @@ class OnPools(Transport):
     async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         await signal.asend(**kwargs)
 
-    async def ping(self, alias: str, wait: float) -> None:
+    async def ping(self, alias: str, wait: float) -> psycopg.ConnectionInfo | None:
         with connections[alias].wrap_database_errors:
-            async with self.pools[alias].connection(timeout=wait) as connection:
+            async with self.connection(alias, wait) as connection:
                 await connection.execute("SELECT 1")
+                return connection.info
+
+    @asynccontextmanager
+    async def connection(
+        self, alias: str, wait: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection of `alias`'s pool (waiting at most `wait` seconds for one, by
+        default the pool's timeout); an error that shows its server lost (down, or
+        read-only now) drains the pool (heroes_site.db.failover)."""
+        pool = self.pools[alias]
+        async with pool.connection(wait) as connection:
+            try:
+                yield connection
+            except psycopg.Error as error:
+                if failover.lost_server(connection, error):
+                    await pool.drain()
+                raise
+
+
+def primary_pool() -> AsyncConnectionPool | ConnectionPool | None:
+    """The pool the running code takes the primary's connections from: the event loop's
+    (the API under make serve) or Django's; None on SQLite."""
+    pools = OnPools.of_running_loop()
+    if pools is not None:
+        return pools.pools[DEFAULT_DB_ALIAS]
+    return getattr(connections[DEFAULT_DB_ALIAS], "pool", None)
 
 
 @asynccontextmanager
@@ -332,7 +371,7 @@ async def serving() -> AsyncIterator[None]:
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         yield
         return
-    opened = OnPools(asyncio.get_running_loop())
+    opened = OnPools(asyncio.get_running_loop(), settings.DATABASES)
     for pool in opened.pools.values():
         await pool.open(wait=False)  # a database down at start-up is no reason to fail
     OnPools.opened = opened

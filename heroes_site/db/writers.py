@@ -105,12 +105,20 @@ def sqlite_writer() -> str:
     return json.dumps({**writer, "at": now.isoformat(" ")})
 
 
+# Set while manage.py flush empties the tables (heroes/management/commands/flush.py):
+# that deletes no hero, it resets the database; SQLite's history triggers, which a
+# flush fires (it deletes row by row there), then record nothing.
+flushing: ContextVar[bool] = ContextVar("flushing", default=False)
+
+
 def register_sqlite_function(
     sender: object, connection: BaseDatabaseWrapper, **kwargs: object
 ) -> None:
-    """connection_created's receiver: SQLite connections get heroes_writer()."""
+    """connection_created's receiver: SQLite connections get heroes_writer() and
+    heroes_flushing()."""
     if connection.vendor == "sqlite":
         connection.connection.create_function("heroes_writer", 0, sqlite_writer)
+        connection.connection.create_function("heroes_flushing", 0, flushing.get)
 
 
 def door(request: HttpRequest) -> str:
