@@ -8,6 +8,7 @@ ASGI wrapper's threads, the lifespan, and errors on the pools.
 """
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import json
@@ -592,3 +593,27 @@ async def test_with_every_pooled_connection_taken_health_is_ok_and_a_read_says_b
     assert (health.status_code, health.json()["database"]) == (200, "ok")
     assert (read.status_code, read["Retry-After"]) == (503, "2")
     assert read.json() == {"detail": "The server is busy; try again shortly."}
+
+
+@postgresql_only
+async def test_an_operation_cancelled_midway_leaves_no_connection_answering_out_of_turn(world):
+    """A client that goes away cancels its request (Django's ASGI handler does so), maybe
+    after statements went out and before their answers came back: that connection must
+    not serve another operation, which would read the cancelled one's answers as its
+    own (a bench saw valid tokens refused, 401, and heroes not found after such cancels).
+    Each operation is cancelled after a delay that grows by steps up to 5 ms."""
+    heroes = Hero.objects
+    operations = [
+        lambda n: heroes.achange(world[n % 8].pk, {"role": ["tank", "mage"][n % 2]}),
+        lambda n: heroes.acreate(nickname=f"Cancelled {n}"),
+        lambda n: heroes.acurrent(world[n % 8].pk),
+    ]
+    async with serving():
+        for n in range(150):
+            operation = asyncio.create_task(operations[n % 3](n))
+            await asyncio.sleep(n % 50 / 10_000)
+            operation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await operation
+            for hero in world:
+                assert (await heroes.acurrent(hero.pk)).pk == hero.pk, n

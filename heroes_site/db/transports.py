@@ -353,6 +353,11 @@ class OnPools(Transport):
                 if failover.lost_server(connection, error):
                     await pool.drain()
                 raise
+            except asyncio.CancelledError:
+                # Cancelled (its client went away) maybe between sending statements and
+                # reading their answers: the next user would read those as its own.
+                await connection.close()
+                raise
 
 
 def primary_pool() -> AsyncConnectionPool | ConnectionPool | None:
