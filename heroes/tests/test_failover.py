@@ -11,13 +11,14 @@ real primary crash and promotion is test_failover_drill.py (`make failover-test`
 """
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import (
     DEFAULT_DB_ALIAS,
     IntegrityError,
@@ -191,16 +192,25 @@ def djangos_pool():
     connection.pool.drain()
 
 
+def settled(pool) -> int:
+    """How many connections a pool (sync or async) holds once every one it manages is
+    idle in it: none lent out, none being made. A connection still being made when the
+    idle ones are taken out would be handed out before them once they are back."""
+    deadline = time.monotonic() + 10
+    while (stats := pool.get_stats())["pool_available"] < stats["pool_size"]:
+        assert time.monotonic() < deadline, f"the pool never settled: {stats}"
+        time.sleep(0.01)
+    return stats["pool_available"]
+
+
 def idle_connections(pool) -> list:
-    """Every connection now idle in a pool (sync), taken out; give them back."""
-    pool.wait()
-    return [pool.getconn() for _ in range(pool.get_stats()["pool_available"])]
+    """Every connection of a settled pool (sync), taken out; give them back."""
+    return [pool.getconn() for _ in range(settled(pool))]
 
 
 async def aidle_connections(pool) -> list:
-    """Every connection now idle in an async pool, taken out; give them back."""
-    await pool.wait()
-    return [await pool.getconn() for _ in range(pool.get_stats()["pool_available"])]
+    """Every connection of a settled async pool, taken out; give them back."""
+    return [await pool.getconn() for _ in range(await sync_to_async(settled)(pool))]
 
 
 def fence(connection: psycopg.Connection) -> None:
