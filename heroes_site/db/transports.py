@@ -307,27 +307,29 @@ class OnPools(Transport):
     async def send_sql(
         self, alias: str, batch: list[Bound], prepare: bool
     ) -> list[tuple[Rows, int]]:
-        writes = any(bound.writes for bound in batch)
+        told = 0
+        if any(bound.writes for bound in batch) and (writer := writer_json()) is not None:
+            # The database learns who writes (attributed), in the write's transaction.
+            batch = [Bound(SET_WRITER, [writer], False), *batch]
+            told = 1
         with connections[alias].wrap_database_errors:
             async with self.connection(alias) as connection:
-                # Several statements are one round trip (a pipeline); with a write, one
-                # transaction, in which the database learns who writes (attributed).
-                pipeline = connection.pipeline() if len(batch) > 1 or writes else nullcontext()
-                one_transaction = connection.transaction() if writes else nullcontext()
-                async with pipeline, one_transaction:
-                    if writes and (writer := writer_json()) is not None:
-                        await connection.execute(SET_WRITER, [writer])
-                    cursors = [
-                        # Preparing needs server-side binding: psycopg's plain cursor.
-                        await (
-                            psycopg.AsyncCursor(connection) if prepare else connection.cursor()
-                        ).execute(sql, params, prepare=prepare)
-                        for sql, params, _ in batch
-                    ]
-                return [
-                    (await cursor.fetchall() if cursor.description else [], cursor.rowcount)
-                    for cursor in cursors
-                ]
+                if prepare and len(batch) == 1:
+                    # Preparing needs server-side binding: psycopg's plain cursor.
+                    cursor = psycopg.AsyncCursor(connection)
+                    await cursor.execute(batch[0].sql, batch[0].params, prepare=True)
+                else:
+                    # Client-side binding sends the statements as one simple query:
+                    # one round trip, one implicit transaction (autocommit otherwise).
+                    cursor = connection.cursor()
+                    sql = "; ".join(bound.sql for bound in batch)
+                    await cursor.execute(sql, [param for bound in batch for param in bound.params])
+                results = []
+                while True:
+                    rows = await cursor.fetchall() if cursor.description else []
+                    results.append((rows, cursor.rowcount))
+                    if not cursor.nextset():
+                        return results[told:]
 
     async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
         await signal.asend(**kwargs)

@@ -7,7 +7,7 @@ Django's `request.user`), with the API token's name. Writes outside a request
 (commands, the shell) have no writer.
 
 The database learns it in the transaction of each write: on PostgreSQL as the
-transaction-local setting `heroes.writer` (`attributed`, and OnPools' pipelines), on
+transaction-local setting `heroes.writer` (`attributed`, and OnPools.send_sql), on
 SQLite through the function `heroes_writer()` each connection gets
 (`register_sqlite_function`). Both hold JSON: `via`, `request_id`, `user_id`,
 `username`, `token` (and on SQLite, which has no clock to the microsecond, `at`).
