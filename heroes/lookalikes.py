@@ -56,6 +56,7 @@ def is_visible(char: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # a search over Scripts.txt's ranges per call
 def script(char: str) -> str:
     """The Unicode script of `char`, as confusable-homoglyphs names it ("LATIN")."""
     return str(categories.alias(char))
@@ -122,10 +123,8 @@ def skeleton(text: str) -> str:
     look alike: "Zed" with a Cyrillic e (U+0435) and "Zed", Cyrillic "Top" and "Top",
     "m" and "rn"."""
     mapping = prototypes()
-    decomposed = unicodedata.normalize("NFD", text)
-    mapped = "".join(
-        mapping.get(char, char) for char in decomposed if not is_default_ignorable(char)
-    )
+    decomposed = DEFAULT_IGNORABLE.sub("", unicodedata.normalize("NFD", text))
+    mapped = "".join(mapping.get(char, char) for char in decomposed)
     return unicodedata.normalize("NFD", mapped)
 
 

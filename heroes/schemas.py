@@ -62,17 +62,23 @@ SearchText = Annotated[
 ]
 
 
-class HeroCreate(Schema):
-    model_config = ConfigDict(extra="forbid")
+# The inputs are plain pydantic models too: ninja's Schema validates a model that
+# forbids extra fields twice (the second time through a Python getter per field).
+# from_attributes as ninja's (and FastAPI's): a body that is no object is a 422 of
+# type model_attributes_type.
+
+
+class HeroCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
 
     nickname: Nickname
     role: Role | None = None
 
 
-class HeroPatch(Schema):
+class HeroPatch(BaseModel):
     """Any subset of the fields; `"role": null` clears the role."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
 
     # Optional, but not nullable: a hero always has a nickname. The default is never
     # written (the endpoint writes only the fields sent), so it need not be a nickname.
