@@ -21,12 +21,10 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
-import psycopg
 import pytest
 
 from .helpers import READER_PASSWORD, csrf_token_in
@@ -34,22 +32,10 @@ from .server import prepare_to_serve, production_env, start_gunicorn
 
 pytestmark = pytest.mark.flood
 
-SERVER = "postgres://postgres@127.0.0.1:5432"
 FLOODERS = 40
 READERS = 4
 FLOOD_SECONDS = 20
 ATTACKER, READER = "127.0.0.2", "127.0.0.1"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh database for each drill."""
-    name = f"heroes_flood_drill_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as server:
-        server.execute(f"CREATE DATABASE {name}")
-    yield f"{SERVER}/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as server:
-        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def exchange(
@@ -111,10 +97,12 @@ def read(port: int, path: str, until: float, answers: list) -> None:
     ids=["address-lock", "logins-at-once-only"],
 )
 def test_pages_keep_answering_while_40_clients_flood_the_login(
-    database, tmp_path, address_limit, what
+    fresh_postgres_database, tmp_path, address_limit, what
 ):
     env = production_env(
-        tmp_path, DATABASE_URL=database, AXES_ADDRESS_FAILURE_LIMIT=str(address_limit)
+        tmp_path,
+        DATABASE_URL=fresh_postgres_database,
+        AXES_ADDRESS_FAILURE_LIMIT=str(address_limit),
     )
     run = prepare_to_serve(env)
     run(

@@ -309,7 +309,7 @@ def test_the_detail_page_shows_the_history_only_to_who_may_see_it(
     content = client.get(page).content.decode()
     assert "Last changed by staff, <time" in content
     assert '<h2 id="history-heading">History</h2>' in content
-    assert "nickname: — → Watched" in content
+    assert "<strong>nickname</strong>: — → Watched" in content
 
 
 def test_the_admin_history_page_and_changed_by_filter(client, staff_user, historian):
