@@ -25,8 +25,11 @@ from .helpers import REPO_ROOT, csrf_token_in, manage
 
 
 def free_port() -> int:
+    """A port free on every address, as the servers bind it (0.0.0.0). A port free on
+    127.0.0.1 only may be one a client from 127.0.0.2 (the flood drill's) has just
+    used: in TIME_WAIT there for a minute, it refuses a bind to 0.0.0.0."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("0.0.0.0", 0))  # noqa: S104 (a probe, closed at once)
         return sock.getsockname()[1]
 
 
