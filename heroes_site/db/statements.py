@@ -146,13 +146,12 @@ class Statement:
         if not self.slots:
             return params
         bound = [value for value in leaves(values) if is_bound(value)]
-        connection = connections[DEFAULT_DB_ALIAS]
         for slot in self.slots:
             value = bound[slot.value]
             if slot.escape is not None and slot.pattern is not None:
                 value = slot.pattern.replace(slot.sample, slot.escape(str(value)))
             elif slot.prepare:
-                value = prepared(value, connection)
+                value = prepared(value, connections[DEFAULT_DB_ALIAS])
             elif slot.wrap is not None:
                 value = slot.wrap(value)
             params[slot.param] = value

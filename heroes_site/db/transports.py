@@ -39,7 +39,7 @@ from django.db import (
 from django.db.models import Field, Model, QuerySet
 from django.dispatch import Signal
 from psycopg.adapt import AdaptersMap
-from psycopg.pq import Format
+from psycopg.pq import ExecStatus, Format
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from heroes_site import replicas as routing
@@ -326,7 +326,10 @@ class OnPools(Transport):
                     await cursor.execute(sql, [param for bound in batch for param in bound.params])
                 results = []
                 while True:
-                    rows = await cursor.fetchall() if cursor.description else []
+                    # Not `description`: psycopg builds a Column for each of its fields.
+                    result = cursor.pgresult
+                    has_rows = result is not None and result.status == ExecStatus.TUPLES_OK
+                    rows = await cursor.fetchall() if has_rows else []
                     results.append((rows, cursor.rowcount))
                     if not cursor.nextset():
                         return results[told:]
