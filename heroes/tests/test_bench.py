@@ -1,6 +1,7 @@
 """The benchmarks' loader (bench/seed.py, behind make bench and make scale) keeps up
 with the schema: it COPYs rows past the model's save(), so a new NOT NULL column
-breaks it unless it writes that column too."""
+breaks it unless it writes that column too. And bench/cpu.py still drives every
+scenario through the production application."""
 
 import os
 import subprocess
@@ -46,3 +47,22 @@ def test_seed_loads_the_seed_stacks_table_too(fresh_postgres_database):
     assert seeded.returncode == 0, seeded.stderr
     with psycopg.connect(fresh_postgres_database) as db:
         assert db.execute("SELECT count(*) FROM hrs_heroes").fetchone() == (50,)
+
+
+def test_the_cpu_measure_runs_every_scenario(postgres_server):
+    measured = subprocess.run(
+        [sys.executable, "bench/cpu.py", "--requests", "5"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "BENCH_SERVER": postgres_server},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert measured.returncode == 0, measured.stderr
+    rows = [line.split() for line in measured.stdout.splitlines()[1:]]
+    assert [(row[0], " ".join(row[4:])) for row in rows] == [
+        ("get", "statuses {200: 5}"),
+        ("list", "statuses {200: 5}"),
+        ("create", "statuses {201: 5}"),
+        ("patch", "statuses {200: 5}"),
+    ]
