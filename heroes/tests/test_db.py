@@ -265,6 +265,23 @@ async def test_a_create_sends_the_model_signals_and_stamps_the_hero(on):
     assert comparable(await Hero.objects.aget(pk=hero.pk)) == comparable(hero)
 
 
+# SQL in a value: the pools send a write, the writer's set_config and a read-back as one
+# query string, with the values quoted into it (client-side binding).
+CRAFTED = ["x'); DELETE FROM hrs_heroes; --", "50%% off %s \\' \"; SELECT 1"]
+
+
+@pytest.mark.parametrize("nickname", CRAFTED)
+async def test_sql_in_a_value_is_stored_as_text_on_either_transport(world, nickname, on):
+    created = await on(lambda: Hero.objects.acreate(nickname=nickname, role="tank"))
+    changed = await on(
+        lambda: Hero.objects.achange(world[0].pk, {"nickname": nickname + "!", "role": None})
+    )
+    assert (created.nickname, changed.nickname) == (nickname, nickname + "!")
+    assert await Hero.objects.acount() == len(world) + 1  # nothing deleted
+    assert (await Hero.objects.aget(pk=created.pk)).nickname == nickname
+    assert (await Hero.objects.aget(pk=world[0].pk)).nickname == nickname + "!"
+
+
 async def test_token_checks_agree_with_djangos_permission_checks(writer, reader, superuser, on):
     member = await sync_to_async(make_user)("member", ())
     group = await Group.objects.acreate(name="editors")
