@@ -433,13 +433,12 @@ def database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     """503 while the database is out of reach or taking no writes (an outage, a
     failover under way), or every pooled connection is in use (saying busy); any other
     database error is a bug: 500."""
-    if not failover.unavailable(exc):
+    outage = failover.outage(exc, primary_pool(), logger, request)
+    if outage is None:
         return server_error(request, exc)
-    if failover.busy(exc, primary_pool()):
-        logger.warning("Busy on %s %s: %s", request.method, request.path, exc)
+    if outage == "busy":
         detail, retry_after = SERVER_BUSY, failover.BUSY_RETRY_AFTER
     else:
-        logger.error("Database unavailable on %s %s: %s", request.method, request.path, exc)
         detail, retry_after = DATABASE_UNAVAILABLE, failover.RETRY_AFTER
     response = error(request, 503, detail)
     response["Retry-After"] = str(retry_after)

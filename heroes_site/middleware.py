@@ -194,14 +194,10 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
     taken (then saying busy, not unavailable)."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not failover.unavailable(exception):
-            return None
-        logger = logging.getLogger(__name__)
-        if failover.busy(exception, primary_pool()):
-            logger.warning("Busy on %s %s: %s", request.method, request.path, exception)
+        outage = failover.outage(exception, primary_pool(), logging.getLogger(__name__), request)
+        if outage == "busy":
             return views.server_busy(request)
-        logger.error("Database unavailable on %s %s: %s", request.method, request.path, exception)
-        return views.database_unavailable(request)
+        return None if outage is None else views.database_unavailable(request)
 
 
 @async_only_middleware

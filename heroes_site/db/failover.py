@@ -16,9 +16,10 @@ happens to the connections already open when that host dies or stops taking writ
   own pools through `drain_on_lost_server`, an execute wrapper every PostgreSQL
   connection gets when it is made (`watch_connection`).
 - `unavailable(error)`: whether an error is the database being out of reach (an
-  outage, a failover under way: a 503 with Retry-After, heroes.api and
-  heroes_site.middleware) rather than a bug (a 500); `busy(error, pool)`, whether it
-  only means that every pooled connection is in use (a 503 that says busy).
+  outage, a failover under way: a 503 with Retry-After) rather than a bug (a 500);
+  `busy(error, pool)`, whether it only means that every pooled connection is in use
+  (a 503 that says busy); `outage(...)`, which of the two, logged, for heroes.api's
+  error handler and heroes_site.middleware's pages.
 
 The pools also retry a connection that cannot be made for a few seconds only
 (`reconnect_timeout` in settings.py), then when a request needs one: with psycopg_pool's
@@ -26,12 +27,14 @@ default the delay between attempts doubles for five minutes, and a standby promo
 half a minute into an outage would go unused for another half minute.
 """
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from django.db import DatabaseError, InterfaceError, InternalError, OperationalError
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.http import HttpRequest
 from psycopg.errors import ReadOnlySqlTransaction
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
@@ -64,6 +67,25 @@ def busy(error: BaseException, pool: ConnectionPool | AsyncConnectionPool | None
     if pool is None or not isinstance(cause(error), PoolTimeout):
         return False
     return bool(pool.get_stats()["pool_size"] >= pool.max_size)
+
+
+def outage(
+    error: BaseException,
+    pool: ConnectionPool | AsyncConnectionPool | None,
+    logger: logging.Logger,
+    request: HttpRequest,
+) -> Literal["busy", "unavailable"] | None:
+    """Which 503 a database error raised while serving `request` is: "busy" (see
+    `busy`), "unavailable" (see `unavailable`), or None for a bug (a 500). An outage
+    is logged on `logger`, a warning when busy, an error when unavailable."""
+    if not unavailable(error):
+        return None
+    where = f"{request.method} {request.path}"
+    if busy(error, pool):
+        logger.warning("Busy on %s: %s", where, error)
+        return "busy"
+    logger.error("Database unavailable on %s: %s", where, error)
+    return "unavailable"
 
 
 def cause(error: BaseException) -> BaseException:
