@@ -44,9 +44,11 @@ class HeroDetailView(generic.DetailView):
         context = super().get_context_data(**kwargs)
         if self.request.user.has_perm("heroes.view_herohistory"):
             entries = HeroHistory.objects.of(self.object.pk)
-            context["last_change"] = entries.first()
             pages = Paginator(entries, self.history_per_page)
-            context["history"] = pages.get_page(self.request.GET.get("history"))
+            history = pages.get_page(self.request.GET.get("history"))
+            # The newest entry is the first page's first: no query of its own there.
+            newest = history if history.number == 1 else entries[:1]
+            context["history"], context["last_change"] = history, next(iter(newest), None)
         return context
 
 
