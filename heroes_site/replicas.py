@@ -200,8 +200,7 @@ class ReadOnly(SQLCompiler):
     """A mixin for the write compilers of replica aliases: they refuse to run."""
 
     def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
-        refuse_write_to_replica(self.connection.alias)
-        return super().execute_sql(*args, **kwargs)  # never: only replicas use it
+        refuse_write_to_replica(self.connection.alias)  # raises: only replicas use it
 
 
 class ReplicaRouter:

@@ -36,7 +36,9 @@ class RowReader:
     converters: tuple[Converter, ...]
 
     def instances(self, alias: str, rows: Sequence[Sequence[Any]]) -> Iterator[Model]:
-        connection = connections[alias]
+        # Only converters need the connection (and on the event loop each request's
+        # context builds its own).
+        connection = connections[alias] if self.converters else None
         for row in rows:
             if self.converters:
                 row = list(row)

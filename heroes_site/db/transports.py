@@ -61,6 +61,14 @@ class Bound(NamedTuple):
     writes: bool
 
 
+def write_alias(model: type[Model], alias: str | None) -> str:
+    """`alias`, by default where the database router sends a write of `model` (the
+    primary); a replica's is refused (WriteToReplica)."""
+    alias = alias or router.db_for_write(model)
+    routing.refuse_write_to_replica(alias)
+    return alias
+
+
 class Transport(ABC):
     """Runs an operation's statements on a database."""
 
@@ -109,8 +117,7 @@ class Transport(ABC):
     ) -> int:
         """The number of rows a write statement changed on `alias` (by default where the
         database router sends a write of `model`: the primary)."""
-        alias = alias or router.db_for_write(model)
-        routing.refuse_write_to_replica(alias)
+        alias = write_alias(model, alias)
         statement = await self.statement(build, shape, values)
         return (await self.execute(alias, statement, values))[1]
 
@@ -124,8 +131,7 @@ class Transport(ABC):
     ) -> tuple[int, list[Any]]:
         """A write, then a read that sees it, on `alias` (as for `write`): the rows
         written, the instances read."""
-        alias = alias or router.db_for_write(model)
-        routing.refuse_write_to_replica(alias)
+        alias = write_alias(model, alias)
         to_write = await self.statement(write[0], (), write[1])
         to_read = await self.statement(read[0], (), read[1])
         (_, written), (rows, _) = await self.execute_all(
@@ -299,6 +305,10 @@ class OnPools(Transport):
     def __init__(self, loop: asyncio.AbstractEventLoop, aliases: Iterable[str]) -> None:
         self.loop = loop
         self.pools = {alias: new_pool(alias) for alias in aliases}
+        # Django's error classes for psycopg's, per alias: made once here, since each
+        # request's context would otherwise build a DatabaseWrapper just for them (the
+        # wrapper keeps no state per use).
+        self.errors = {alias: connections[alias].wrap_database_errors for alias in self.pools}
 
     async def compile(self, build: Builder, shape: Shape, values: Values) -> Statement:
         # In the request's thread: compiling may ask the server for its version.
@@ -312,7 +322,7 @@ class OnPools(Transport):
             # The database learns who writes (attributed), in the write's transaction.
             batch = [Bound(SET_WRITER, [writer], False), *batch]
             told = 1
-        with connections[alias].wrap_database_errors:
+        with self.errors[alias]:
             async with self.connection(alias) as connection:
                 if prepare and len(batch) == 1:
                     # Preparing needs server-side binding: psycopg's plain cursor.
@@ -338,7 +348,7 @@ class OnPools(Transport):
         await signal.asend(**kwargs)
 
     async def ping(self, alias: str, wait: float) -> psycopg.ConnectionInfo | None:
-        with connections[alias].wrap_database_errors:
+        with self.errors[alias]:
             async with self.connection(alias, wait) as connection:
                 await connection.execute("SELECT 1")
                 return connection.info

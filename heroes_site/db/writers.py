@@ -121,9 +121,10 @@ def register_sqlite_function(
         connection.connection.create_function("heroes_flushing", 0, flushing.get)
 
 
-def door(request: HttpRequest) -> str:
-    """Through which door a request came: "api", "admin" or "pages"."""
-    if request.path.startswith(settings.API_V1_PREFIX.rstrip("/") + "/"):
+def door(request: HttpRequest, api_prefix: str) -> str:
+    """Through which door a request came: "api" (under `api_prefix`), "admin" or
+    "pages"."""
+    if request.path.startswith(api_prefix):
         return "api"
     if request.path.startswith("/admin/"):
         return "admin"
@@ -135,8 +136,10 @@ def attribute_writes(get_response: Callable) -> Callable:
     """Makes each request the writer of the writes it causes (see Writer). After
     heroes_site.middleware.request_log, whose request id it takes."""
 
+    api_prefix = settings.API_V1_PREFIX.rstrip("/") + "/"
+
     async def middleware(request: HttpRequest) -> HttpResponseBase:
-        writer = Writer(door(request), current_request_id.get() or "", request)
+        writer = Writer(door(request, api_prefix), current_request_id.get() or "", request)
         token = current_writer.set(writer)
         try:
             response: HttpResponseBase = await get_response(request)
